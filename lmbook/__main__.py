@@ -1,0 +1,98 @@
+"""Command line: ``python -m lmbook data list | fetch [NAMES] [--to DIR] | verify [DIR]``.
+
+For workshops: fetch every data set once on a machine with internet access,
+copy the folder around, verify it, and point ``LMBOOK_DATA_DIR`` at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmbook.data import datasets as ds
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    offline = ds.offline_dir()
+    print(f"{'file':50s} {'size':>10s}  {'where':8s} licence")
+    for entry in ds.REGISTRY.values():
+        where = "missing"
+        if offline is not None and (offline / entry.name).exists():
+            where = "offline"
+        elif (ds.cache_dir() / entry.name).exists():
+            where = "cached"
+        print(f"{entry.name:50s} {entry.size:>10,d}  {where:8s} {entry.licence}")
+    print(f"\noffline dir (${ds.ENV_OFFLINE}): {offline or 'not set'}\ncache: {ds.cache_dir()}")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    try:
+        entries = ds.files_of(args.names)
+    except ds.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    for entry in entries:
+        try:
+            dest = ds.fetch(entry, to=args.to, progress=not args.quiet)
+            print(f"ok       {entry.name} -> {dest}")
+        except ds.DataError as err:
+            failed += 1
+            print(f"FAILED   {entry.name}: {err}", file=sys.stderr)
+    if failed:
+        print(
+            f"{failed} file(s) could not be fetched. Without internet access, copy a verified data "
+            f"folder and set {ds.ENV_OFFLINE} to it.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    root = args.dir or ds.offline_dir() or ds.cache_dir()
+    if not root.is_dir():
+        print(f"error: {root} is not a folder", file=sys.stderr)
+        return 2
+    good, bad, missing = ds.verify_dir(root)
+    for name in good:
+        print(f"ok       {name}")
+    for name in bad:
+        print(f"CORRUPT  {root / name} (sha256 does not match the registry)")
+    for name in missing:
+        print(f"missing  {name}")
+    print(f"{len(good)} ok, {len(bad)} corrupt, {len(missing)} missing in {root}")
+    if bad:
+        return 1
+    if not good:
+        print("error: no data file of the registry found there", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lmbook", description="lmbook command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="list, fetch and verify the book's data sets")
+    dsub = data.add_subparsers(dest="action", required=True)
+    dsub.add_parser("list", help="every file of the registry and where it is found").set_defaults(func=_cmd_list)
+    fetch = dsub.add_parser("fetch", help="download, verify and cache data sets (all by default)")
+    fetch.add_argument("names", nargs="*", help="data sets (e.g. tinyshakespeare, multi30k) or file names")
+    fetch.add_argument("--to", type=Path, default=None, help="target folder (default: the cache)")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bars")
+    fetch.set_defaults(func=_cmd_fetch)
+    verify = dsub.add_parser("verify", help="check every registry file found in a folder")
+    verify.add_argument("dir", nargs="?", type=Path, default=None, help=f"folder (default: ${ds.ENV_OFFLINE} or the cache)")
+    verify.set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

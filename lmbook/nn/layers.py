@@ -1,0 +1,88 @@
+"""Basic layers shared by every model of the book.
+
+``Dense`` has the parameters of ``nnx.Linear`` but computes its weight gradient
+for (batch, time, features) inputs as one 2-D matmul over (batch*time,
+features). On XLA:CPU the default gradient of a 3-D ``einsum`` materialised a
+transposed copy of the activations, which cost more than the matmul itself
+(see Chapter 7 and ``benchmarks/bench_gpt.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["Dense", "dense"]
+
+_CONTRACT_ROWS = (((0,), (0,)), ((), ()))
+
+
+@jax.custom_vjp
+def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel`` over the last axis of ``x`` with a flattened-matmul weight gradient."""
+    return jnp.matmul(x, kernel)
+
+
+def _dense_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return jnp.matmul(x, kernel), (x, kernel)
+
+
+def _dense_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x, kernel = res
+    x2 = x.reshape(-1, x.shape[-1])
+    g2 = g.reshape(-1, g.shape[-1])
+    d_kernel = jax.lax.dot_general(x2, g2, _CONTRACT_ROWS, preferred_element_type=kernel.dtype)
+    d_x = jnp.matmul(g, kernel.T.astype(g.dtype)).astype(x.dtype)
+    return d_x, d_kernel.astype(kernel.dtype)
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+class Dense(nnx.Module):
+    """A fully connected layer ``y = x W + b`` (parameters as in ``nnx.Linear``).
+
+    Args:
+        in_features: size of the last input axis.
+        out_features: size of the last output axis.
+        use_bias: add a bias vector.
+        rngs: ``nnx.Rngs`` for initialisation.
+        kernel_init: initialiser of the (in, out) kernel (default LeCun normal).
+        dtype: compute dtype (None: the input's dtype); parameters stay ``param_dtype``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        rngs: nnx.Rngs,
+        kernel_init: Any = None,
+        bias_init: Any = None,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+    ) -> None:
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Dense needs positive sizes, got in={in_features}, out={out_features}")
+        kernel_init = kernel_init or nnx.initializers.lecun_normal()
+        bias_init = bias_init or nnx.initializers.zeros_init()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.dtype = dtype
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Dense expected inputs with last axis {self.in_features}, got shape {tuple(x.shape)}"
+            )
+        dtype = self.dtype or x.dtype
+        y = dense(x.astype(dtype), self.kernel[...].astype(dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y

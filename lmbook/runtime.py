@@ -193,12 +193,15 @@ def make_mesh(axis_shapes: tuple[int, ...] | None = None, axis_names: tuple[str,
     return jax.make_mesh(axis_shapes, axis_names)
 
 
-def setup(seed: int = 0, cpu_devices: int | None = None, verbose: bool = True) -> DeviceReport:
-    """The setup cell of every chapter: optional simulated devices, seeding, device report."""
+def setup(seed: int = 0, cpu_devices: int | None = None, verbose: bool = True) -> None:
+    """The setup cell of every chapter: optional simulated devices, seeding, device report.
+
+    Prints the report (returns nothing, so a notebook shows it once); call
+    :func:`device_report` for the report as an object.
+    """
     if cpu_devices is not None:
         simulate_cpu_devices(cpu_devices)
     seed_everything(seed)
     report = device_report()
     if verbose:
         print(report)
-    return report

@@ -65,7 +65,8 @@ def test_simulated_devices_when_called_first_and_mesh():
     code = textwrap.dedent(
         """
         import lmbook
-        report = lmbook.runtime.setup(seed=0, cpu_devices=8, verbose=False)
+        lmbook.runtime.setup(seed=0, cpu_devices=8, verbose=False)
+        report = lmbook.runtime.device_report()
         mesh = lmbook.runtime.make_mesh()
         print(report.device_count, dict(mesh.shape))
         """

@@ -1,0 +1,294 @@
+"""Scaled dot-product attention, masks, a KV cache and multi-head attention.
+
+Taught in Chapter 6 (attention from scratch, masks, multi-head attention);
+Chapter 7 reuses :class:`MultiHeadAttention` with ``causal=True`` and a
+:class:`KVCache` for fast decoding, Chapter 8 uses it for cross-attention.
+
+Layout (as in ``jax.nn.dot_product_attention``): queries ``(B, Tq, H, D)``,
+keys/values ``(B, Tk, H, D)``; masks are boolean, broadcastable to
+``(B, H, Tq, Tk)``, and ``True`` means "this query may attend to this key".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmbook.nn.layers import Dense, dense
+from lmbook.nn.positional import apply_rope
+
+__all__ = [
+    "KVCache",
+    "MultiHeadAttention",
+    "attention_weights",
+    "causal_mask",
+    "combine_masks",
+    "dot_product_attention",
+    "padding_mask",
+]
+
+
+def causal_mask(q_len: int, k_len: int | None = None, offset: int | jax.Array = 0) -> jax.Array:
+    """Causal mask ``(1, 1, Tq, Tk)``: query ``i`` (at position ``offset + i``) sees keys ``j <= offset + i``.
+
+    ``offset`` is the number of positions before the first query (the filled
+    length of a KV cache, Chapter 7); it may be a traced integer.
+    """
+    k_len = q_len if k_len is None else k_len
+    q_pos = jnp.arange(q_len)[:, None] + offset
+    k_pos = jnp.arange(k_len)[None, :]
+    return (k_pos <= q_pos)[None, None]
+
+
+def padding_mask(valid: jax.Array) -> jax.Array:
+    """Key padding mask ``(B, 1, 1, Tk)`` from ``valid`` ``(B, Tk)`` (True = a real token)."""
+    valid = jnp.asarray(valid)
+    if valid.ndim != 2:
+        raise ValueError(f"padding_mask expects valid of shape (batch, time), got {valid.shape}")
+    return valid.astype(bool)[:, None, None, :]
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+    """Logical AND of the given masks (``None`` entries are skipped; all ``None`` gives ``None``)."""
+    result = None
+    for m in masks:
+        if m is None:
+            continue
+        m = jnp.asarray(m, dtype=bool)
+        result = m if result is None else jnp.logical_and(result, m)
+    return result
+
+
+def _check_qkv(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(
+            "attention expects q, k, v of shape (batch, time, heads, head_dim); got "
+            f"{q.shape}, {k.shape}, {v.shape}. Add a heads axis of size 1 for single-head attention."
+        )
+    if k.shape != v.shape[:-1] + (k.shape[-1],) or k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"keys {k.shape} and values {v.shape} must agree on (batch, time, heads)")
+    if q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"queries {q.shape} and keys {k.shape} must agree on batch, heads and head_dim")
+
+
+def attention_weights(q: jax.Array, k: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Softmax attention weights ``(B, H, Tq, Tk)`` of ``q`` against ``k`` (scaled by ``1/sqrt(D)``).
+
+    The softmax runs in float32. Masked keys get exactly zero weight; a query
+    with no allowed key at all (e.g. a padding query) gets an all-zero row
+    instead of NaN, so its output is zero.
+    """
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    scores = scores.astype(jnp.float32)
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    mask = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), scores.shape)
+    # A large finite negative number instead of -inf keeps fully masked rows and
+    # their gradients free of NaN; the final `where` zeroes those rows.
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    return jnp.where(mask, weights, 0.0)
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array | None = None,
+    *,
+    return_weights: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Scaled dot-product attention ``softmax(q k^T / sqrt(D)) v`` (Chapter 6).
+
+    Args:
+        q: queries ``(B, Tq, H, D)``.
+        k: keys ``(B, Tk, H, D)``.
+        v: values ``(B, Tk, H, Dv)``.
+        mask: boolean, broadcastable to ``(B, H, Tq, Tk)``; True = may attend.
+        return_weights: also return the weights ``(B, H, Tq, Tk)``.
+
+    Returns:
+        ``(B, Tq, H, Dv)`` in ``v``'s dtype, and the weights when asked.
+    """
+    _check_qkv(q, k, v)
+    weights = attention_weights(q, k, mask)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+    return (out, weights) if return_weights else out
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of the positions decoded so far (Chapter 7).
+
+    ``k``, ``v``: ``(B, T_max, H, D)``; ``index``: int32 scalar, the number of
+    filled positions. A pytree, so it can be carried through ``jax.jit`` and
+    ``lax.scan``; :meth:`update` returns a new cache.
+    """
+
+    k: jax.Array
+    v: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def init(cls, batch: int, max_len: int, n_heads: int, head_dim: int, dtype: jnp.dtype = jnp.float32) -> "KVCache":
+        """An empty cache for ``max_len`` positions."""
+        shape = (batch, max_len, n_heads, head_dim)
+        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), index=jnp.zeros((), jnp.int32))
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[1]
+
+    def update(self, k_new: jax.Array, v_new: jax.Array) -> "KVCache":
+        """Write ``k_new``, ``v_new`` ``(B, T_new, H, D)`` at ``index`` and advance it by ``T_new``.
+
+        Writing past ``max_len`` is not detected inside ``jit`` (XLA clamps the
+        start); size the cache for prompt plus generated tokens.
+        """
+        if k_new.shape[0] != self.k.shape[0] or k_new.shape[2:] != self.k.shape[2:]:
+            raise ValueError(f"new keys {k_new.shape} do not fit a cache of shape {self.k.shape}")
+        start = (0, self.index, 0, 0)
+        k = jax.lax.dynamic_update_slice(self.k, k_new.astype(self.k.dtype), start)
+        v = jax.lax.dynamic_update_slice(self.v, v_new.astype(self.v.dtype), start)
+        return KVCache(k=k, v=v, index=self.index + k_new.shape[1])
+
+
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention: ``H`` attention heads in parallel subspaces of width ``d_model / H`` (Chapter 6).
+
+    Parameters (GPT-2 layout, so Chapter 7 can load GPT-2 weights directly):
+    ``qkv``: ``Dense(d_model, 3 * d_model)`` whose output splits as
+    ``(3, H, D)`` (queries, keys, values; heads contiguous), and
+    ``out``: ``Dense(d_model, d_model)``. Cross-attention (``context`` given)
+    uses the query columns of ``qkv`` on ``x`` and its key/value columns on
+    ``context``, so ``context`` must have width ``d_model``.
+
+    Args:
+        d_model: model width; must be divisible by ``n_heads``.
+        n_heads: number of heads.
+        rngs: ``nnx.Rngs`` (``params``; ``dropout`` when ``dropout > 0``).
+        dropout: dropout rate on the attention weights (training mode only).
+        use_bias: biases in the projections.
+        causal: self-attention may only look at earlier positions (Chapter 7).
+        rope: rotate queries and keys by their positions (RoPE, Chapter 6).
+        rope_base: RoPE's frequency base.
+        backend: ``"lmbook"`` (this module's attention) or ``"jax"``
+            (``jax.nn.dot_product_attention``, possibly a fused kernel on GPU;
+            used only when no weights are kept and no attention dropout is active).
+
+    Call ``mha(x, context=None, mask=None, *, cache=None, positions=None)``:
+    returns ``y`` ``(B, T, d_model)``, or ``(y, new_cache)`` when a
+    :class:`KVCache` is given (causal self-attention over the cached positions
+    plus the new ones; new positions start at ``cache.index``). Set
+    ``mha.keep_weights = True`` to record the last attention weights in
+    ``mha.weights`` (an ``nnx.Intermediate``; used by the attention explorer).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        rngs: nnx.Rngs,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        causal: bool = False,
+        rope: bool = False,
+        rope_base: float = 10_000.0,
+        backend: Literal["lmbook", "jax"] = "lmbook",
+    ) -> None:
+        if n_heads < 1 or d_model < 1:
+            raise ValueError(f"d_model and n_heads must be positive, got {d_model}, {n_heads}")
+        if d_model % n_heads:
+            raise ValueError(
+                f"d_model={d_model} is not divisible by n_heads={n_heads}; each head gets d_model / n_heads "
+                f"dimensions, so pick e.g. n_heads in {[h for h in range(1, min(d_model, 16) + 1) if d_model % h == 0]}"
+            )
+        if rope and (d_model // n_heads) % 2:
+            raise ValueError(f"RoPE rotates pairs of dimensions: head_dim={d_model // n_heads} must be even")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if backend not in ("lmbook", "jax"):
+            raise ValueError(f"backend must be 'lmbook' or 'jax', got {backend!r}")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.causal = causal
+        self.rope = rope
+        self.rope_base = rope_base
+        self.backend = backend
+        self.keep_weights = False
+        self.weights = nnx.data(None)
+        self.qkv = Dense(d_model, 3 * d_model, use_bias=use_bias, rngs=rngs)
+        self.out = Dense(d_model, d_model, use_bias=use_bias, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
+
+    def _project(self, x: jax.Array, context: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        b, t, _ = x.shape
+        h, d = self.n_heads, self.head_dim
+        if context is None:
+            qkv = self.qkv(x).reshape(b, t, 3, h, d)
+            return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if context.ndim != 3 or context.shape[0] != b or context.shape[-1] != self.d_model:
+            raise ValueError(
+                f"cross-attention context must be (batch={b}, time, d_model={self.d_model}), got {context.shape}"
+            )
+        dtype = x.dtype
+        kernel = self.qkv.kernel[...].astype(dtype)
+        q = dense(x, kernel[:, : self.d_model])
+        kv = dense(context.astype(dtype), kernel[:, self.d_model :])
+        if self.qkv.bias is not None:
+            bias = self.qkv.bias[...].astype(dtype)
+            q = q + bias[: self.d_model]
+            kv = kv + bias[self.d_model :]
+        kv = kv.reshape(b, context.shape[1], 2, h, d)
+        return q.reshape(b, t, h, d), kv[:, :, 0], kv[:, :, 1]
+
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        mask: jax.Array | None = None,
+        *,
+        cache: KVCache | None = None,
+        positions: jax.Array | None = None,
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"MultiHeadAttention expects x of shape (batch, time, {self.d_model}), got {x.shape}")
+        if cache is not None and context is not None:
+            raise ValueError("a KV cache is for self-attention; cross-attention keys do not change, compute them once")
+        t = x.shape[1]
+        q, k, v = self._project(x, context)
+        start = 0 if cache is None else cache.index
+        if self.rope:
+            if context is not None:
+                raise ValueError("RoPE is for self-attention; build cross-attention with rope=False")
+            pos = start + jnp.arange(t) if positions is None else positions
+            q, k = apply_rope(q, pos, self.rope_base), apply_rope(k, pos, self.rope_base)
+        new_cache = None
+        if cache is not None:
+            new_cache = cache.update(k, v)
+            k, v = new_cache.k, new_cache.v
+            # Keys beyond the filled part of the cache are never visible.
+            filled = (jnp.arange(new_cache.max_len) < new_cache.index)[None, None, None, :]
+            causal = causal_mask(t, new_cache.max_len, offset=start) if self.causal else None
+            mask = combine_masks(mask, filled, causal)
+        elif self.causal and context is None:
+            mask = combine_masks(mask, causal_mask(t))
+        use_dropout = self.dropout is not None and not self.dropout.deterministic
+        if self.backend == "jax" and not self.keep_weights and not use_dropout:
+            y = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=mask)
+        else:
+            weights = attention_weights(q, k, mask)
+            if self.keep_weights:
+                self.weights = nnx.Intermediate(weights)
+            if use_dropout:
+                weights = self.dropout(weights)
+            y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+        y = self.out(y.reshape(x.shape[0], t, self.d_model))
+        return y if new_cache is None else (y, new_cache)

@@ -1,0 +1,97 @@
+"""Positional information for attention: sinusoidal, learned and rotary (RoPE).
+
+Taught in Chapter 6 ("Positional information"). Attention alone is
+permutation-equivariant: shuffle the tokens and the outputs shuffle the same
+way. These encodings break that symmetry.
+
+- :func:`sinusoidal_table` / :class:`SinusoidalPositions`: fixed sines and
+  cosines added to the token embeddings (Vaswani et al., 2017).
+- :class:`LearnedPositions`: one trained vector per position (BERT, GPT-2).
+- :func:`apply_rope`: rotate each pair of query/key dimensions by an angle
+  proportional to the position, so that ``q_i . k_j`` depends on ``i - j`` only
+  (Su et al., 2021). Used inside :class:`lmbook.nn.attention.MultiHeadAttention`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = ["LearnedPositions", "SinusoidalPositions", "apply_rope", "rope_frequencies", "sinusoidal_table"]
+
+
+def sinusoidal_table(max_len: int, d_model: int, base: float = 10_000.0) -> np.ndarray:
+    """The ``(max_len, d_model)`` table ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(...)``."""
+    if d_model % 2:
+        raise ValueError(f"sinusoidal positions pair sines and cosines: d_model={d_model} must be even")
+    pos = np.arange(max_len, dtype=np.float64)[:, None]
+    inv_freq = base ** (-np.arange(0, d_model, 2, dtype=np.float64) / d_model)
+    table = np.zeros((max_len, d_model), dtype=np.float64)
+    table[:, 0::2] = np.sin(pos * inv_freq)
+    table[:, 1::2] = np.cos(pos * inv_freq)
+    return table.astype(np.float32)
+
+
+def _check_length(t: int, max_len: int, kind: str) -> None:
+    if t > max_len:
+        raise ValueError(
+            f"sequence length {t} is longer than the {kind} position table (max_len={max_len}); "
+            "raise max_len in the config or feed shorter sequences"
+        )
+
+
+class SinusoidalPositions(nnx.Module):
+    """Adds the fixed sinusoidal table to ``x`` ``(B, T, d_model)`` (no parameters)."""
+
+    def __init__(self, max_len: int, d_model: int, base: float = 10_000.0) -> None:
+        self.max_len = max_len
+        self.table = nnx.Variable(jnp.asarray(sinusoidal_table(max_len, d_model, base)))
+
+    def __call__(self, x: jax.Array, offset: int | jax.Array = 0) -> jax.Array:
+        _check_length(x.shape[1], self.max_len, "sinusoidal")
+        pe = jax.lax.dynamic_slice_in_dim(self.table[...], offset, x.shape[1], axis=0)
+        return x + pe.astype(x.dtype)
+
+
+class LearnedPositions(nnx.Module):
+    """Adds one learned vector per position (``embedding`` ``(max_len, d_model)``) to ``x``."""
+
+    def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs, stddev: float = 0.02) -> None:
+        self.max_len = max_len
+        self.embedding = nnx.Param(stddev * jax.random.normal(rngs.params(), (max_len, d_model)))
+
+    def __call__(self, x: jax.Array, offset: int | jax.Array = 0) -> jax.Array:
+        _check_length(x.shape[1], self.max_len, "learned")
+        pe = jax.lax.dynamic_slice_in_dim(self.embedding[...], offset, x.shape[1], axis=0)
+        return x + pe.astype(x.dtype)
+
+
+def rope_frequencies(head_dim: int, base: float = 10_000.0) -> jax.Array:
+    """RoPE's ``head_dim / 2`` angular frequencies ``base^(-2i/head_dim)``."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE rotates pairs of dimensions: head_dim={head_dim} must be even")
+    return base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
+    """Rotate ``x`` ``(B, T, H, D)`` by its positions (RoPE, Chapter 6).
+
+    Dimension ``i`` is paired with ``i + D/2`` (the "rotate half" layout of
+    GPT-NeoX and LLaMA) and each pair is rotated by ``position * freq_i``.
+    ``positions``: ``(T,)`` or ``(B, T)``, integer or float.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"apply_rope expects (batch, time, heads, head_dim), got {x.shape}")
+    half = x.shape[-1] // 2
+    freqs = rope_frequencies(x.shape[-1], base)
+    angles = jnp.asarray(positions, jnp.float32)[..., None] * freqs  # (T, D/2) or (B, T, D/2)
+    if angles.ndim == 2:
+        angles = angles[None]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x1 = x[..., :half].astype(jnp.float32)
+    x2 = x[..., half:].astype(jnp.float32)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    return rotated.astype(x.dtype)

@@ -1,0 +1,108 @@
+"""lmbook.train: Orbax checkpoints, exact resume and the NaN guard (Chapter 4)."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lmbook.train import TrainConfig, Trainer, TrainingDiverged
+
+from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
+
+N = 6
+
+
+def config(tmp_path, **kw) -> TrainConfig:
+    base = dict(steps=2 * N, learning_rate=1e-2, warmup_steps=2, steps_per_call=4, progress=False,
+                checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=N, weight_decay=0.1, grad_clip=1.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def assert_same_params(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("data", ["sampler", "batches"])
+def test_resume_continues_exactly(tmp_path, data):
+    train = sample if data == "sampler" else fixed_batches(5)  # a list is cycled: 12 steps > 5 batches
+    straight = TinyLM(dropout=0.3, rngs=nnx.Rngs(0))
+    h_straight = Trainer(straight, loss_fn, config(tmp_path / "a")).fit(train)
+
+    first = Trainer(TinyLM(dropout=0.3, rngs=nnx.Rngs(0)), loss_fn, config(tmp_path / "b"))
+    first.fit(train, until=N)  # "interrupted" after N steps
+    assert first.step == N
+    # a fresh process would build a fresh model (here with a different init) and resume
+    resumed_model = TinyLM(dropout=0.3, rngs=nnx.Rngs(42))
+    resumed = Trainer(resumed_model, loss_fn, config(tmp_path / "b", resume=True))
+    h_resumed = resumed.fit(train)
+    assert resumed.step == 2 * N
+    assert_same_params(params_of(straight), params_of(resumed_model))
+    assert h_resumed.loss == h_straight.loss and h_resumed.step == list(range(2 * N))
+
+
+def test_checkpoints_on_disk_and_restore(tmp_path):
+    cfg = config(tmp_path, steps=3 * N)
+    trainer = Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg)
+    trainer.fit(sample)
+    assert trainer.checkpoints() == [2 * N, 3 * N]  # keep_checkpoints=2
+    assert not [p for p in os.listdir(cfg.checkpoint_dir) if "tmp" in p]  # no half-written leftovers
+    other = Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg)
+    assert other.restore() == 3 * N
+    assert_same_params(params_of(trainer.model), params_of(other.model))
+    assert other.restore(step=2 * N) == 2 * N
+    assert other.history.step == list(range(2 * N))
+
+
+def test_restore_rejects_a_different_model(tmp_path):
+    class Wider(TinyLM):
+        def __init__(self, rngs):
+            super().__init__(rngs=rngs)
+            self.extra = nnx.Linear(2, 2, rngs=rngs)
+
+    cfg = config(tmp_path, steps=N)
+    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg).fit(sample)
+    with pytest.raises(ValueError, match="different model"):
+        Trainer(Wider(nnx.Rngs(0)), loss_fn, cfg).restore()
+
+
+def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    bad_from = 8
+
+    def loss_nan_late(model, batch):
+        x, y = batch
+        logits = model(x)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return jnp.where(jnp.any(x < 0), jnp.nan, nll)
+
+    data = fixed_batches(3 * N)
+    for i in range(bad_from, 3 * N):
+        data[i] = (np.full_like(data[i][0], -1), data[i][1])  # invalid token ids -> NaN loss
+    cfg = config(tmp_path, steps=3 * N, steps_per_call=3)
+    trainer = Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_nan_late, cfg)
+    with pytest.raises(TrainingDiverged, match=rf"diverged at step {bad_from}.*learning rate.*step {N}"):
+        trainer.fit(data)
+    assert trainer.checkpoints() == [N]  # the NaN state was never saved
+    assert trainer.history.step[-1] == bad_from and np.isnan(trainer.history.loss[-1])
+    assert trainer.restore() == N
+
+
+def test_diverging_learning_rate_is_caught():
+    # least squares with a step size far above 2 / curvature: the iterates grow until they overflow
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    batch = (x, x @ np.ones((4, 1), np.float32))
+
+    def mse(model, b):
+        return jnp.mean((model(b[0]) - b[1]) ** 2)
+
+    cfg = TrainConfig(steps=400, learning_rate=50.0, optimizer="sgd", schedule="constant", progress=False,
+                      steps_per_call=50)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: loss=(inf|nan)"):
+        Trainer(nnx.Linear(4, 1, rngs=nnx.Rngs(0)), mse, cfg).fit([batch])

@@ -1,0 +1,240 @@
+"""lmbook.generate: filters against NumPy float64, sampling, the decode loop and beam search (brute force)."""
+
+import itertools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmbook.generate import (
+    apply_repetition_penalty,
+    beam_search,
+    generate,
+    sample_token,
+    top_k_filter,
+    top_p_filter,
+)
+from lmbook.nn.gpt import GPT, GPTConfig
+
+
+def _np_top_p_set(logits: np.ndarray, p: float) -> set[int]:
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs)
+    k = int(np.searchsorted(np.cumsum(probs[order]), p) + 1)  # smallest k with mass >= p
+    return set(order[: min(k, len(probs))].tolist())
+
+
+def test_top_k_keeps_the_k_largest_and_ties():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 13)).astype(np.float32)
+    for k in (1, 4, 13, 20):
+        kept = np.isfinite(np.asarray(top_k_filter(jnp.asarray(x), k)))
+        expected = x >= np.sort(x, axis=-1)[:, ::-1][:, min(k, 13) - 1 : min(k, 13)]
+        np.testing.assert_array_equal(kept, expected)
+        traced = np.isfinite(np.asarray(jax.jit(top_k_filter)(jnp.asarray(x), jnp.int32(k))))
+        np.testing.assert_array_equal(traced, expected)
+    ties = jnp.array([[1.0, 3.0, 3.0, 2.0, 0.5]])
+    np.testing.assert_array_equal(np.isfinite(top_k_filter(ties, 1))[0], [0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(np.isfinite(top_k_filter(ties, 3))[0], [0, 1, 1, 1, 0])
+    kept = top_k_filter(ties, 2)
+    np.testing.assert_array_equal(kept[0, 1:3], ties[0, 1:3])  # kept logits are unchanged
+    with pytest.raises(ValueError, match="positive"):
+        top_k_filter(ties, 0)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.9, 0.999])
+def test_top_p_keeps_the_smallest_set_reaching_p(p):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(20, 17)) * 2).astype(np.float32)
+    kept = np.isfinite(np.asarray(top_p_filter(jnp.asarray(x), p)))
+    for row in range(x.shape[0]):
+        assert set(np.flatnonzero(kept[row]).tolist()) == _np_top_p_set(x[row].astype(np.float64), p)
+
+
+def test_top_p_ties_and_p_one():
+    logits = jnp.log(jnp.array([[0.4, 0.2, 0.2, 0.2]]))
+    np.testing.assert_array_equal(np.isfinite(top_p_filter(logits, 0.5))[0], [1, 1, 1, 1])  # all tied 0.2s kept
+    np.testing.assert_array_equal(np.isfinite(top_p_filter(logits, 0.3))[0], [1, 0, 0, 0])
+    np.testing.assert_array_equal(np.isfinite(top_p_filter(logits, 1e-6))[0], [1, 0, 0, 0])  # the top one always
+    tiny = jnp.array([[30.0, 0.0, -30.0, -80.0]])  # the last probabilities underflow a float32 cumulative sum
+    assert np.all(np.isfinite(top_p_filter(tiny, 1.0)))
+    with pytest.raises(ValueError, match="top_p"):
+        top_p_filter(logits, 0.0)
+
+
+def test_repetition_penalty_matches_ctrl_formula():
+    x = np.array([[2.0, -1.0, 0.5, -3.0]], np.float32)
+    seen = np.array([[True, True, False, False]])
+    out = np.asarray(apply_repetition_penalty(jnp.asarray(x), jnp.asarray(seen), 2.0))
+    np.testing.assert_allclose(out, [[1.0, -2.0, 0.5, -3.0]])
+
+
+def test_sampling_follows_the_filtered_distribution():
+    logits = jnp.log(jnp.array([0.5, 0.25, 0.15, 0.1]))
+    keys = jax.random.split(jax.random.key(0), 20000)
+    draw = jax.vmap(lambda k: sample_token(k, logits, top_k=3))(keys)
+    freq = np.bincount(np.asarray(draw), minlength=4) / len(keys)
+    np.testing.assert_allclose(freq, [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0], atol=0.015)
+    # Temperature first (as Hugging Face does): at T=0.5 the probabilities are p^2 / sum(p^2)
+    # = 0.725, 0.181, 0.065, 0.029, so top_p=0.8 keeps the first two.
+    draw = jax.vmap(lambda k: sample_token(k, logits, temperature=0.5, top_p=0.8))(keys)
+    sharp = np.array([0.5, 0.25]) ** 2
+    freq = np.bincount(np.asarray(draw), minlength=4) / len(keys)
+    np.testing.assert_allclose(freq, list(sharp / sharp.sum()) + [0, 0], atol=0.015)
+
+
+def test_temperature_to_zero_is_greedy():
+    x = jax.random.normal(jax.random.key(3), (64, 50)) * 3
+    for t in (1e-3, 0.0):
+        tok = sample_token(jax.random.key(4), x, temperature=t)
+        np.testing.assert_array_equal(tok, np.argmax(np.asarray(x), -1))
+
+
+# ------------------------------------------------------------------ the decode loop on a tiny GPT
+CFG = GPTConfig(vocab_size=9, context=16, n_layers=2, n_heads=2, d_model=16)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = GPT(CFG, rngs=nnx.Rngs(1))
+    m.wte[...] = m.wte[...] * 40  # peaked, far-from-uniform next-token distributions
+    return m
+
+
+_forward = nnx.jit(lambda m, x: m(x))  # one compiled shape for every reference step
+
+
+def _py_greedy(model, prompt, n, penalty=1.0):
+    """Reference: recompute the full prefix every step in Python, apply the penalty in NumPy."""
+    seq = list(prompt)
+    for _ in range(n):
+        window = seq[-CFG.context :]
+        padded = window + [0] * (CFG.context - len(window))  # causal: the padding after it changes nothing
+        logits = np.asarray(_forward(model, jnp.asarray([padded])))[0, len(window) - 1].astype(np.float64)
+        seen = np.zeros(CFG.vocab_size, bool)
+        seen[seq] = True
+        logits = np.where(seen, np.where(logits > 0, logits / penalty, logits * penalty), logits)
+        seq.append(int(np.argmax(logits)))
+    return np.array(seq)
+
+
+def test_greedy_cached_and_recomputed_match_a_python_loop(model):
+    prompt = [3, 1]  # same prompt length as the next test: the compiled loops are shared
+    ref = _py_greedy(model, prompt, 10)
+    np.testing.assert_array_equal(generate(model, prompt, 10, temperature=0).row(), ref)
+    np.testing.assert_array_equal(generate(model, prompt, 10, temperature=0, use_cache=False).row(), ref)
+    np.testing.assert_array_equal(generate(model, prompt, 10, temperature=1e-4, key=jax.random.key(0)).row(), ref)
+    pen = _py_greedy(model, prompt, 10, penalty=3.0)
+    np.testing.assert_array_equal(generate(model, prompt, 10, temperature=0, repetition_penalty=3.0).row(), pen)
+
+
+def test_beyond_the_context_recomputation_uses_the_last_context_tokens(model):
+    ref = _py_greedy(model, [3, 1], 30)
+    np.testing.assert_array_equal(generate(model, [3, 1], 30, temperature=0, use_cache=False).row(), ref)
+    cached = generate(model, [3, 1], 30, temperature=0, window_shift=1).row()  # rebuild every step = recompute
+    np.testing.assert_array_equal(cached, ref)
+    assert generate(model, [3, 1], 30, temperature=0).row().shape == (32,)
+
+
+def test_batches_of_different_prompts_match_single_rows(model):
+    prompts = [[1, 2, 3, 4, 5], [6], [7, 8, 0]]
+    out = generate(model, prompts, 6, temperature=0)
+    np.testing.assert_array_equal(out.prompt_lengths, [5, 1, 3])
+    np.testing.assert_array_equal(out.lengths, [11, 7, 9])
+    for i, p in enumerate(prompts):
+        np.testing.assert_array_equal(out.row(i), _py_greedy(model, p, 6))
+        np.testing.assert_array_equal(out.new_tokens(i), out.row(i)[len(p) :])
+    empty = generate(model, prompts, 0, temperature=0)
+    np.testing.assert_array_equal(empty.lengths, [5, 1, 3])
+    a = generate(model, prompts, 6, key=jax.random.key(5))
+    b = generate(model, prompts, 6, key=jax.random.key(5))
+    np.testing.assert_array_equal(a.tokens, b.tokens)  # same key, same text
+
+
+def test_stop_tokens_end_rows_and_pad_the_rest(model):
+    prompts = [[1, 2], [5, 6], [7]]
+    free = generate(model, prompts, 12, temperature=0)
+    stop = int(free.new_tokens(0)[3])
+    out = generate(model, prompts, 12, temperature=0, stop_tokens=[stop], pad_token=-1)
+    for i in range(3):
+        new = free.new_tokens(i)
+        hits = np.flatnonzero(new == stop)
+        n = hits[0] + 1 if hits.size else len(new)
+        np.testing.assert_array_equal(out.new_tokens(i), new[:n])
+        assert np.all(out.tokens[i, out.lengths[i] :] == -1)
+
+
+def test_long_prompts_are_cropped_with_a_warning(model):
+    long = np.arange(40) % CFG.vocab_size
+    with pytest.warns(UserWarning, match="keeping its last 16"):
+        out = generate(model, long, 3, temperature=0)
+    np.testing.assert_array_equal(out.row()[:16], long[-16:])
+    with pytest.raises(ValueError, match="key"):
+        generate(model, [1], 3)
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, [], 3, temperature=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        generate(model, long[:16], 2, temperature=0)
+
+
+def test_beam_of_one_is_greedy(model):
+    for prompt in ([2, 5, 1], [7, 7, 0]):
+        beam = beam_search(model, prompt, 8, beam_size=1)
+        np.testing.assert_array_equal(beam.tokens[0], _py_greedy(model, prompt, 8))
+
+
+def _log_prob(model, prompt, seq):
+    full = np.array(list(prompt) + list(seq))
+    padded = np.pad(full, (0, model.context - len(full)))  # one compiled shape; causal, so padding is harmless
+    logits = np.asarray(_forward(model, jnp.asarray(padded[None])))[0, : len(full)].astype(np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    return sum(logp[len(prompt) - 1 + i, s] for i, s in enumerate(seq))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_exhaustive_beam_finds_the_brute_force_optimum(alpha):
+    cfg = GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8)
+    m = GPT(cfg, rngs=nnx.Rngs(7))
+    m.wte[...] = m.wte[...] * 30
+    prompt, stop, n_max = [1, 2], 0, 4
+    best = (-np.inf, None)
+    for n in range(1, n_max + 1):
+        for seq in itertools.product(range(4), repeat=n):
+            if stop in seq[:-1] or (n < n_max and seq[-1] != stop):
+                continue
+            score = _log_prob(m, prompt, seq) / n**alpha
+            best = max(best, (score, seq), key=lambda b: b[0])
+    out = beam_search(m, prompt, n_max, beam_size=27, stop_tokens=[stop], length_penalty=alpha)
+    np.testing.assert_array_equal(out.new_tokens(0), best[1])
+    assert out.scores[0] == pytest.approx(best[0], abs=1e-4)
+    assert out.log_probs[0] == pytest.approx(_log_prob(m, prompt, best[1]), abs=1e-4)
+    assert np.all(np.diff(out.beam_scores[0]) <= 1e-6)  # finished hypotheses come best first
+
+
+def test_exercise_checkers_accept_the_reference_and_catch_a_tie_bug():
+    from lmbook.checks.decoding import check_top_k, check_top_p
+
+    assert check_top_p(lambda x, p: top_p_filter(jnp.asarray(x), p), verbose=False).passed
+    assert check_top_k(lambda x, k: top_k_filter(jnp.asarray(x), k), verbose=False).passed
+
+    def no_ties(logits, p):  # cuts the sorted list at a fixed index: drops tied tokens
+        x = np.asarray(logits, np.float64)
+        probs = np.exp(x - x.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(probs, order, -1)
+        keep_sorted = np.cumsum(sorted_p, -1) - sorted_p < p
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, -1)
+        return np.where(keep, x, -np.inf)
+
+    report = check_top_p(no_ties, verbose=False)
+    assert not report.passed
+    failed = [case for case, ok, _ in report.results if not ok]
+    assert failed and all("ties" in case for case in failed)

@@ -1,0 +1,123 @@
+"""lmbook.nn.gpt: a float64 NumPy forward pass, causality, the KV cache, sizes and FLOPs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmbook.nn.gpt import GPT, GPTConfig, flops_per_token, gpt_loss, param_count
+
+CFG = GPTConfig(vocab_size=11, context=12, n_layers=2, n_heads=2, d_model=16)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = GPT(CFG, rngs=nnx.Rngs(0))
+    m.wte[...] = m.wte[...] * 20  # sharper logits than the 0.02 initialisation
+    return m
+
+
+def _np_forward(m: GPT, tokens: np.ndarray) -> np.ndarray:
+    """An independent float64 NumPy GPT forward pass over the same parameters."""
+    p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), nnx.state(m, nnx.Param))
+    p = nnx.to_pure_dict(p)
+
+    def ln(x, q):
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5) * q["scale"] + q["bias"]
+
+    def gelu(x):
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+    b, t = tokens.shape
+    h, d = CFG.n_heads, CFG.d_model // CFG.n_heads
+    x = p["wte"][tokens] + p["wpe"][:t]
+    for i in range(CFG.n_layers):
+        q = p["blocks"][i]
+        a = ln(x, q["norm1"]) @ q["attn"]["qkv"]["kernel"] + q["attn"]["qkv"]["bias"]
+        a = a.reshape(b, t, 3, h, d)
+        s = np.einsum("bqhd,bkhd->bhqk", a[:, :, 0], a[:, :, 1]) / np.sqrt(d)
+        s = np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        w /= w.sum(-1, keepdims=True)
+        o = np.einsum("bhqk,bkhd->bqhd", w, a[:, :, 2]).reshape(b, t, h * d)
+        x = x + o @ q["attn"]["out"]["kernel"] + q["attn"]["out"]["bias"]
+        f = gelu(ln(x, q["norm2"]) @ q["mlp_in"]["kernel"] + q["mlp_in"]["bias"])
+        x = x + f @ q["mlp_out"]["kernel"] + q["mlp_out"]["bias"]
+    return ln(x, p["ln_f"]) @ p["wte"].T
+
+
+def test_forward_matches_float64_numpy(model):
+    x = np.random.default_rng(0).integers(0, CFG.vocab_size, (3, CFG.context))
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), _np_forward(model, x), atol=2e-4, rtol=2e-4)
+
+
+def test_future_tokens_do_not_change_earlier_logits(model):
+    x = np.random.default_rng(1).integers(0, CFG.vocab_size, (1, 10))
+    y = x.copy()
+    y[0, 6:] = (y[0, 6:] + 1) % CFG.vocab_size
+    lx, ly = np.asarray(model(jnp.asarray(x))), np.asarray(model(jnp.asarray(y)))
+    np.testing.assert_allclose(lx[:, :6], ly[:, :6], atol=1e-6)
+    assert np.abs(lx[:, 6:] - ly[:, 6:]).max() > 1e-3
+
+
+@pytest.mark.parametrize("prefill", [1, 5])
+def test_cached_decoding_equals_full_recomputation_at_every_step(model, prefill):
+    x = jnp.asarray(np.random.default_rng(2).integers(0, CFG.vocab_size, (2, CFG.context)))
+    full = np.asarray(model(x))  # position t of the full pass = recomputing the prefix x[:, :t+1] (causality)
+    np.testing.assert_allclose(full[:, 6], np.asarray(model(x[:, :7]))[:, -1], atol=1e-5)
+    cache = model.init_cache(2)
+    logits, cache = model(x[:, :prefill], cache=cache)
+    np.testing.assert_allclose(logits, full[:, :prefill], atol=1e-5)
+    step_fn = nnx.jit(lambda m, tok, c: m(tok, cache=c))
+    for t in range(prefill, CFG.context):
+        step, cache = step_fn(model, x[:, t : t + 1], cache)
+        np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
+    assert int(cache[0].index) == CFG.context
+
+
+def test_long_inputs_and_bad_configs_raise_clear_errors(model):
+    with pytest.raises(ValueError, match="longer than the context"):
+        model(jnp.zeros((1, CFG.context + 1), jnp.int32))
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(d_model=10, n_heads=3)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        model.init_cache(1, CFG.context + 1)
+
+
+def test_preset_sizes_match_the_published_models():
+    def count(cfg):
+        return param_count(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))
+
+    assert count(GPTConfig.gpt2_small()) == 124_439_808  # GPT-2 small, tied output layer
+    baby = GPTConfig.baby()
+    # nanoGPT reports parameters without position embeddings: 0.80M and 10.65M.
+    assert count(baby) - baby.context * baby.d_model == pytest.approx(0.80e6, rel=0.01)
+    big = GPTConfig.shakespeare()
+    assert count(big) - big.context * big.d_model == pytest.approx(10.65e6, rel=0.01)
+    assert big.dropout == 0.2
+
+
+def test_flops_per_token_counts_every_matmul():
+    cfg = GPTConfig.baby()
+    d, t, v, layers = 128, 64, 65, 4
+    matmul_params = layers * (3 * d * d + d * d + 4 * d * d + 4 * d * d) + d * v
+    assert flops_per_token(cfg, training=False) == 2 * matmul_params + layers * 2 * (2 * t * d)
+    assert flops_per_token(cfg) == 3 * flops_per_token(cfg, training=False)
+
+
+def test_untied_head_dropout_and_loss():
+    cfg = GPTConfig(vocab_size=7, context=8, n_layers=1, n_heads=1, d_model=8, dropout=0.5, tie_embeddings=False)
+    m = GPT(cfg, rngs=nnx.Rngs(params=0, dropout=1))
+    x = jnp.asarray(np.arange(16).reshape(2, 8) % 7)
+    m.eval()
+    a, b = m(x), m(x)
+    np.testing.assert_array_equal(a, b)
+    m.train()
+    assert np.abs(np.asarray(m(x)) - np.asarray(a)).max() > 1e-6
+    m.eval()
+    logp = jax.nn.log_softmax(a.astype(jnp.float64) if jax.config.x64_enabled else a)
+    expected = -np.mean(np.take_along_axis(np.asarray(logp), np.asarray(x)[..., None], -1))
+    assert float(gpt_loss(m, (x, x))) == pytest.approx(expected, rel=1e-5)

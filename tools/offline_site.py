@@ -62,7 +62,15 @@ def check_page(page: Path) -> list[str]:
         problems.append(f"{raw_math} math elements but none typeset by MathJax")
     if "colab.research.google.com" not in dom:
         problems.append("no Colab link")
-    return problems + [f"ok: {typeset} typeset formulas, {dom.count('<img')} images"]
+    figures = len(set(re.findall(r"_images/[0-9a-f]+\.png", dom)))
+    if not figures:
+        problems.append("no figure produced by the notebook (was a non-inline matplotlib backend forced?)")
+    return problems + [f"ok: {typeset} typeset formulas, {figures} figures"]
+
+
+def _page_uri(root: Path, page: str) -> str:
+    path, _, fragment = page.partition("#")
+    return (root / path).as_uri() + (f"#{fragment}" if fragment else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mathjax", type=Path, required=True, help="MathJax 3 es5 folder")
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "offline")
     parser.add_argument("--screenshot", type=Path, default=None)
-    parser.add_argument("--page", default="chapters/01_language_models.html")
+    parser.add_argument("--page", default="chapters/01_language_models.html",
+                        help="page (optionally with #section) for the screenshot")
     args = parser.parse_args(argv)
     make_offline_copy(args.site, args.mathjax, args.out)
     failed = 0
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--virtual-time-budget=15000", "--window-size=1280,900",
-               f"--screenshot={args.screenshot.resolve()}", (args.out / args.page).as_uri()]
+               f"--screenshot={args.screenshot.resolve()}", _page_uri(args.out, args.page)]
         subprocess.run(cmd, capture_output=True, timeout=120, check=True)
         print(f"screenshot: {args.screenshot}")
     return 1 if failed else 0

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
 from lmbook.tokenizers.base import Tokenizer
-from lmbook.tokenizers.bpe_train import learn_merges, learn_merges_naive
+from lmbook.tokenizers.bpe_train import learn_merges, learn_merges_naive, merge_pair
 from lmbook.tokenizers.pretokenize import GPT2_PATTERN, _compile, count_pretokens
 
 __all__ = ["BPETokenizer", "bytes_to_unicode"]
@@ -131,18 +131,7 @@ class BPETokenizer(Tokenizer):
                     best, best_rank = pair, r
             if best is None:
                 break
-            a, b = best
-            new = 256 + best_rank
-            out: list[int] = []
-            i, n = 0, len(w)
-            while i < n:
-                if w[i] == a and i + 1 < n and w[i + 1] == b:
-                    out.append(new)
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            w = out
+            w = merge_pair(w, best, 256 + best_rank)
         k = self.n_special
         return [t + k for t in w] if k else w
 

@@ -238,3 +238,41 @@ def test_exercise_checkers_accept_the_reference_and_catch_a_tie_bug():
     assert not report.passed
     failed = [case for case, ok, _ in report.results if not ok]
     assert failed and all("ties" in case for case in failed)
+
+
+class _FixedLogits(nnx.Module):
+    """A decoder whose next-token logits never change (to test the sampling inside the decode loop)."""
+
+    context = 64
+
+    def __init__(self, logits: np.ndarray) -> None:
+        self.logits = nnx.Param(jnp.asarray(logits, jnp.float32))
+
+    def init_cache(self, batch: int, max_len: int | None = None):
+        from lmbook.nn.attention import KVCache
+
+        return KVCache.init(batch, max_len or self.context, 1, 2)
+
+    def __call__(self, tokens, *, cache=None):
+        out = jnp.broadcast_to(self.logits[...], tokens.shape + self.logits[...].shape)
+        return out if cache is None else (out, cache.replace(index=cache.index + tokens.shape[1]))
+
+
+def test_generate_samples_follow_softmax_and_top_k():
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    model = _FixedLogits(np.log(probs))
+    rows, n = 1000, 20
+    out = generate(model, [[0]] * rows, n, key=jax.random.key(11))
+    new = out.tokens[:, 1 : 1 + n]
+    freq = np.bincount(new.ravel(), minlength=4) / new.size
+    sigma = np.sqrt(probs * (1 - probs) / new.size)
+    assert np.all(np.abs(freq - probs) < 5 * sigma), (freq, probs)
+    # Successive draws are independent (no repeated noise between steps or rows).
+    assert abs(np.corrcoef(new[:, :-1].ravel(), new[:, 1:].ravel())[0, 1]) < 0.03
+    assert abs(np.corrcoef(new[:-1].ravel(), new[1:].ravel())[0, 1]) < 0.03
+    top2 = generate(model, [[0]] * rows, n, key=jax.random.key(12), top_k=2).tokens[:, 1 : 1 + n]
+    assert set(np.unique(top2)) <= {0, 1}
+    assert abs((top2 == 0).mean() - 0.5 / 0.8) < 5 * np.sqrt(0.625 * 0.375 / top2.size)
+    # Low temperature concentrates on the most likely token.
+    cold = generate(model, [[0]] * 50, n, key=jax.random.key(13), temperature=0.01).tokens[:, 1 : 1 + n]
+    assert (cold == 0).all()

@@ -53,3 +53,40 @@ def test_dense_without_bias_and_bfloat16_compute():
     y = layer(jnp.ones((2, 3)))
     assert y.dtype == jnp.bfloat16
     assert layer.kernel[...].dtype == jnp.float32
+
+
+def test_dropout_keep_rate_scaling_and_modes():
+    from lmbook.nn.layers import Dropout
+
+    layer = Dropout(0.2, rngs=nnx.Rngs(dropout=0))
+    x = jnp.ones((64, 6, 32, 32))
+    y = np.asarray(layer(x))
+    kept = y != 0
+    # 393216 Bernoulli(0.8) draws: the kept fraction is within 5 standard deviations of 0.8.
+    assert abs(kept.mean() - 0.8) < 5 * np.sqrt(0.8 * 0.2 / kept.size)
+    np.testing.assert_allclose(y[kept], 1 / 0.8, rtol=1e-6)
+    # Unbiased: E[y] = x.
+    assert abs(y.mean() - 1.0) < 0.01
+    # Independent positions: neighbouring decisions (two from one random word) are uncorrelated.
+    flat = kept.reshape(-1, 2).astype(float)
+    assert abs(np.corrcoef(flat[:, 0], flat[:, 1])[0, 1]) < 0.01
+    # A new mask on every call; the same stream seed gives the same masks.
+    assert not np.array_equal(np.asarray(layer(x)) != 0, kept)
+    again = Dropout(0.2, rngs=nnx.Rngs(dropout=0))
+    np.testing.assert_array_equal(np.asarray(again(x)), y)
+    # Eval mode and rate 0 are the identity; odd widths fall back to nnx.Dropout.
+    layer.eval()
+    np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(Dropout(0.0, rngs=nnx.Rngs(0))(x)), np.asarray(x))
+    odd = np.asarray(Dropout(0.5, rngs=nnx.Rngs(dropout=1))(jnp.ones((100, 3))))
+    assert set(np.unique(odd)) <= {0.0, 2.0} and 0.3 < (odd != 0).mean() < 0.7
+
+
+def test_dropout_gradient_matches_mask():
+    from lmbook.nn.layers import Dropout
+
+    layer = Dropout(0.5, rngs=nnx.Rngs(dropout=3))
+    x = jnp.arange(1.0, 65.0).reshape(4, 16)
+    y, vjp = jax.vjp(lambda v: layer(v, rngs=jax.random.key(7)), x)
+    (g,) = vjp(jnp.ones_like(x))
+    np.testing.assert_allclose(np.asarray(g), np.where(np.asarray(y) != 0, 2.0, 0.0))

@@ -249,7 +249,10 @@ def _decode(
 
     def body(carry):
         t, b, cache, logits, key, done, seen, lengths = carry
-        sub = jax.random.fold_in(key, t)
+        # Gumbel-max sampling (as ``jax.random.categorical``) with bits from XLA's RngBitGenerator, whose
+        # state is carried through the loop: one op per step, where a threefry key would compile to two
+        # small while loops per token on XLA:CPU.
+        key, bits = jax.lax.rng_bit_generator(key, (batch, vocab), dtype=jnp.uint32)
         in_prompt = t < prompt_lens
         active = ~in_prompt & ~done
         scores = logits.astype(jnp.float32)
@@ -261,7 +264,7 @@ def _decode(
             filtered = jnp.where(top_k > 0, top_k_filter(filtered, top_k), filtered)
         if use_top_p:
             filtered = top_p_filter(filtered, top_p)
-        sampled = jax.random.categorical(sub, filtered, axis=-1).astype(jnp.int32)
+        sampled = jnp.argmax(filtered + _gumbel(bits), axis=-1).astype(jnp.int32)
         chosen = jnp.where(temperature > 0, sampled, greedy(scores))
         forced = jax.lax.dynamic_index_in_dim(b, t, axis=1, keepdims=False)
         token = jnp.where(in_prompt, forced, jnp.where(active, chosen, pad))
@@ -277,9 +280,16 @@ def _decode(
             logits = next_logits_recompute(t, b)
         return t + 1, b, cache, logits, key, done, seen, lengths
 
-    carry = (jnp.int32(prefill), buf, cache0, logits0, key, done0, seen0, lengths0)
+    rng_state = jax.random.bits(key, (4,), jnp.uint32)
+    carry = (jnp.int32(prefill), buf, cache0, logits0, rng_state, done0, seen0, lengths0)
     _, b, _, _, _, _, _, lengths = jax.lax.while_loop(cond, body, carry)
     return b, lengths
+
+
+def _gumbel(bits: jax.Array) -> jax.Array:
+    """Standard Gumbel noise from uniform uint32 ``bits``: ``-log(-log(u))`` with ``u`` in the open (0, 1)."""
+    u = ((bits >> 9).astype(jnp.float32) + 0.5) * (2.0**-23)
+    return -jnp.log(-jnp.log(u))
 
 
 def _cache_index(cache: Any) -> jax.Array:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmbook.nn.layers import Dense, dense
+from lmbook.nn.layers import Dense, Dropout, dense
 from lmbook.nn.positional import apply_rope
 
 __all__ = [
@@ -226,7 +226,7 @@ class MultiHeadAttention(nnx.Module):
         self.weights = nnx.data(None)
         self.qkv = Dense(d_model, 3 * d_model, use_bias=use_bias, rngs=rngs)
         self.out = Dense(d_model, d_model, use_bias=use_bias, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
+        self.dropout = Dropout(dropout, rngs=rngs) if dropout > 0 else None
 
     def _project(self, x: jax.Array, context: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
         b, t, _ = x.shape

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmbook.nn.attention import KVCache
-from lmbook.nn.layers import Dense, dense
+from lmbook.nn.layers import Dense, Dropout, dense
 from lmbook.nn.transformer import TransformerBlock, TransformerConfig
 
 __all__ = ["GPT", "GPTConfig", "block_config", "flops_per_token", "gpt_loss", "param_count"]
@@ -106,7 +106,7 @@ class GPT(nnx.Module):
         residual = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
         self.wte = nnx.Param(normal(rngs.params(), (cfg.vocab_size, cfg.d_model)))
         self.wpe = nnx.Param(normal(rngs.params(), (cfg.context, cfg.d_model)))
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.dropout = Dropout(cfg.dropout, rngs=rngs)
         bcfg = block_config(cfg)
         self.blocks = nnx.List([TransformerBlock(bcfg, rngs=rngs) for _ in range(cfg.n_layers)])
         for block in self.blocks:

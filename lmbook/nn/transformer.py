@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmbook.nn.attention import KVCache, MultiHeadAttention, padding_mask
-from lmbook.nn.layers import Dense
+from lmbook.nn.layers import Dense, Dropout
 from lmbook.nn.positional import LearnedPositions, SinusoidalPositions
 
 __all__ = ["MaskedLanguageModel", "TransformerBlock", "TransformerConfig", "TransformerEncoder", "attention_maps"]
@@ -148,7 +148,7 @@ class TransformerBlock(nnx.Module):
         self.norm2 = nnx.LayerNorm(d, epsilon=cfg.layer_norm_eps, rngs=rngs)
         self.mlp_in = Dense(d, cfg.mlp_dim, use_bias=cfg.use_bias, rngs=rngs)
         self.mlp_out = Dense(cfg.mlp_dim, d, use_bias=cfg.use_bias, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.dropout = Dropout(cfg.dropout, rngs=rngs)
 
     def mlp(self, x: jax.Array) -> jax.Array:
         """The position-wise feed-forward network ``Dense -> activation -> Dense``."""
@@ -199,7 +199,7 @@ class TransformerEncoder(nnx.Module):
             self.positions = LearnedPositions(cfg.max_len, cfg.d_model, rngs=rngs)
         else:
             self.positions = None
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.dropout = Dropout(cfg.dropout, rngs=rngs)
         self.blocks = nnx.List([TransformerBlock(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.final_norm = nnx.LayerNorm(cfg.d_model, epsilon=cfg.layer_norm_eps, rngs=rngs) if cfg.norm == "pre" else None
 

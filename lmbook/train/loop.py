@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lmbook import runtime
+from lmbook import runtime, xla_cpu
 from .checkpoint import Checkpointer
 from .config import TrainConfig, make_optimizer, make_schedule
 from .data import BatchStream, batch_signature, describe, eval_batches_of, is_sampler, tokens_in
@@ -113,7 +113,7 @@ class Trainer:
         self._saved_step: int | None = None
         self._compiled: dict[Any, Any] = {}
         self._signatures: dict[Any, Any] = {}
-        self._eval_fn = jax.jit(self._eval_batch)
+        self._eval_fn = xla_cpu.jit(self._eval_batch)
 
     # ----------------------------------------------------------------- pure functions
     def _constrain_batch(self, batch: Any, axis: int = 0) -> Any:
@@ -181,11 +181,11 @@ class Trainer:
         if key in self._compiled:
             return self._compiled[key], False
         if kind == "sampled":
-            fn = jax.jit(lambda s, s0, k: self._sampled_call(s, s0, k, n=n, sample=sample), donate_argnums=0)
+            fn = xla_cpu.jit(lambda s, s0, k: self._sampled_call(s, s0, k, n=n, sample=sample), donate_argnums=0)
         elif kind == "stacked":
-            fn = jax.jit(self._stacked_call, donate_argnums=0)
+            fn = xla_cpu.jit(self._stacked_call, donate_argnums=0)
         else:
-            fn = jax.jit(lambda p, r, k: self._eval_sampled(p, r, k, n=n, sample=sample))
+            fn = xla_cpu.jit(lambda p, r, k: self._eval_sampled(p, r, k, n=n, sample=sample))
         self._compiled[key] = fn
         return fn, True
 

@@ -1,6 +1,7 @@
 """GPT training and generation: lmbook (JAX) against the same model in PyTorch (Chapter 7).
 
-Measures each framework in fresh processes of its own, alternating the two, warm-up excluded, medians:
+Measures each framework in fresh processes of its own (training: alternating the two), warm-up excluded,
+medians:
 
 (a) training throughput (tokens/s) of the 4/4/128 "baby" GPT (context 64, batch 12) and of nanoGPT's
     6/6/384 Shakespeare GPT (context 256, batch 64, dropout 0.2) with AdamW, gradient clipping and random
@@ -246,8 +247,8 @@ def _torch_training(cfg: GPTConfig, batch: int, steps: int, rounds: int) -> dict
 
 def bench_training(name: str, cfg: GPTConfig, batch: int, steps: int, rounds: int,
                    steps_per_call: int) -> dict[str, float]:
-    """Tokens/s of lmbook's Trainer and of the PyTorch model; ``rounds`` rounds each, in alternating
-    fresh processes (two per framework)."""
+    """Tokens/s of lmbook's Trainer and of the PyTorch model, ``rounds`` rounds each: the rounds are
+    split over two fresh processes per framework (one when ``rounds == 1``), lmbook and PyTorch alternating."""
     j_rates, t_rates, compile_s, loss, threads = [], [], [], math.nan, None
     halves = (rounds + 1) // 2, rounds // 2
     for half in halves:

@@ -282,7 +282,6 @@ def matvec_floor_us(model: GPT, steps: int = 2000, repeats: int = 5) -> float:
     reads all the weights once."""
     kernels = [layer.kernel[...] for block in model.blocks
                for layer in (block.attn.qkv, block.attn.out, block.mlp_in, block.mlp_out)] + [model.wte[...].T]
-
     d = model.config.d_model
 
     @jax.jit

@@ -19,13 +19,12 @@ Run: ``python benchmarks/bench_matmul.py [--quick]`` (peer: ``pip install torch`
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 import lmbook
 from lmbook.nn.gpt import GPTConfig
@@ -102,12 +101,12 @@ def main() -> None:
                 jax_default = time_jax(form, n, d_in, d_out, {})
                 jax_nolib = time_jax(form, n, d_in, d_out, NO_LIBRARY_FUSIONS)
                 jax_best = min(jax_default, jax_nolib)
-                peer = time_torch(form, n, d_in, d_out) if torch is not None else float("nan")
+                peer = time_torch(form, n, d_in, d_out) if torch is not None else math.nan
                 ratios[form].append(peer / jax_best)
                 print(f"{name:<7}{layer:<10}{form:<6}{f'{n} x {d_in} x {d_out}':<28}{flop / jax_default / 1e9:>9.0f}"
                       f"{flop / jax_nolib / 1e9:>12.0f}{flop / peer / 1e9:>9.0f}{peer / jax_best:>7.2f}", flush=True)
         for form, values in ratios.items():
-            summary[f"{form}_jax_vs_torch_{name}"] = statistics.geometric_mean(values) if torch is not None else np.nan
+            summary[f"{form}_jax_vs_torch_{name}"] = statistics.geometric_mean(values) if torch is not None else math.nan
     print("(ratio = PyTorch time / the faster JAX time; above 1 means JAX is faster; geometric means below)")
     print("SUMMARY " + " ".join(f"{k}={v:.3g}" for k, v in summary.items()))
 

@@ -114,7 +114,7 @@ def test_sgns_sgd_update_matches_numpy_sgd(group):
 
 def test_cbow_update_matches_numpy():
     rng = np.random.default_rng(2)
-    V, d, B, K, lr = 6, 3, 4, 2, 0.05
+    V, d, B, lr = 6, 3, 4, 0.05
     w_in, w_out = (rng.normal(size=(V, d)).astype(np.float32) for _ in range(2))
     centres = np.array([0, 1, 2, 3], np.int32)
     ctx = np.array([[1, 2, -1, -1], [0, 0, 4, 5], [-1, 3, -1, -1], [1, 2, 4, 5]], np.int32)

@@ -276,7 +276,6 @@ def _train_fn(negatives: int, group: int, cbow: bool) -> Any:
     if key_ in _TRAIN_FNS:
         return _TRAIN_FNS[key_]
     import jax
-    import jax.numpy as jnp
 
     update = cbow_sgd_update if cbow else sgns_sgd_update
 

@@ -169,3 +169,5 @@ def test_restore_fails_clearly_when_no_checkpoint_is_intact(tmp_path):
         other.restore()
     with pytest.raises(DamagedCheckpointError, match=rf"checkpoint {N} at .* is damaged: its array data"):
         other.restore(step=N)  # an explicit step never falls back
+    with pytest.raises(FileNotFoundError, match=rf"no checkpoint 5 in .*\[{N}, {2 * N}\]"):
+        other.restore(step=5)

@@ -103,9 +103,11 @@ class Checkpointer:
         is named in a warning and skipped. A damaged checkpoint asked for by ``step``, or
         no intact checkpoint at all, raises :class:`DamagedCheckpointError`.
         """
-        if step is not None:
-            return self._restore_step(like, int(step))
         steps = sorted(self.all_steps(), reverse=True)
+        if step is not None:
+            if int(step) not in steps:
+                raise FileNotFoundError(f"no checkpoint {step} in {self.directory}; the complete ones are {sorted(steps)}")
+            return self._restore_step(like, int(step))
         if not steps:
             raise FileNotFoundError(
                 f"no checkpoint in {self.directory}; train with checkpoint_dir set first, or start without resume"

@@ -427,3 +427,52 @@ def test_noise_words_are_drawn_from_the_noise_distribution():
     freq = np.bincount(draws, minlength=len(p)) / len(draws)
     tol = 5 * np.sqrt(p * (1 - p) / len(draws)) + 1e-4  # five standard errors
     assert np.all(np.abs(freq - p) <= tol), (freq, p)
+
+
+def test_sgns_first_step_loss_is_logged_and_equals_k_plus_one_log_two(planted):
+    enc, _ = planted
+    wv = train_sgns(enc, SGNSConfig(dim=8, window=2, negatives=3, epochs=1, sample=0, batch_size=256))
+    # the context vectors start at zero: every score is 0, each of the 1 + K terms costs log 2, except
+    # noise words that equal the pair's context word, which are skipped (frequent in a 40-word vocabulary)
+    (first,) = wv.history["first_step_loss"]
+    assert 0.9 * 4 * np.log(2) < first <= 4 * np.log(2) + 1e-6
+
+
+def _sgns_objective(w_in, w_out, enc, window, negatives, seed=0):
+    """Mean SGNS loss of trained vectors on one fixed sample of pairs and noise words."""
+    rng = np.random.default_rng(seed)
+    c, o = skipgram_pairs(enc.ids, enc.sentence, window, rng)
+    neg = rng.choice(len(enc.vocab), size=(len(c), negatives), p=noise_distribution(enc.vocab.counts))
+    return float(sgns_loss(w_in[c], w_out[o], w_out[neg]))
+
+
+def test_train_sgns_matches_gensim_at_matched_settings(planted):
+    """Same corpus, same settings (dim, window, K, epochs, no subsampling, lr 0.025 -> 1e-4, count^0.75 noise):
+    lmbook's SGNS must optimise the objective about as well as gensim's Word2Vec and learn the same
+    similarity structure, measured against the disagreement of two gensim runs with different seeds."""
+    gensim_models = pytest.importorskip("gensim.models", reason="gensim is the reference Word2Vec")
+    enc, _ = planted
+    sentences = [[enc.vocab.words[i] for i in enc.ids[enc.sentence == s]] for s in np.unique(enc.sentence)]
+    dim, window, negatives, epochs = 20, 3, 5, 5
+    ours = train_sgns(enc, SGNSConfig(dim=dim, window=window, negatives=negatives, epochs=epochs, min_count=1,
+                                      sample=0, batch_size=1024))
+
+    def gensim_run(seed):
+        m = gensim_models.Word2Vec(sentences, vector_size=dim, window=window, negative=negatives, epochs=epochs,
+                                   min_count=1, sample=0, alpha=0.025, min_alpha=1e-4, sg=1, hs=0, workers=1,
+                                   seed=seed)
+        order = np.array([m.wv.key_to_index[w] for w in enc.vocab.words])  # into lmbook's vocabulary order
+        return m.wv.vectors[order], m.syn1neg[order]
+
+    (g_in, g_out), (h_in, _) = gensim_run(1), gensim_run(2)
+
+    def cosines(w):
+        w = w / np.linalg.norm(w, axis=1, keepdims=True)
+        return (w @ w.T)[np.triu_indices(len(w), 1)]
+
+    obj_ours = _sgns_objective(ours.vectors, ours.parts["context"], enc, window, negatives)
+    obj_gensim = _sgns_objective(g_in, g_out, enc, window, negatives)
+    agree = np.corrcoef(cosines(ours.vectors), cosines(g_in))[0, 1]
+    floor = np.corrcoef(cosines(h_in), cosines(g_in))[0, 1]  # two equally good gensim runs
+    assert abs(obj_ours - obj_gensim) < 0.05 * obj_gensim, (obj_ours, obj_gensim)
+    assert agree > 0.9 * floor, (agree, floor)

@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
-from lmbook.train import History, TrainConfig, Trainer, make_optimizer, make_schedule
+from lmbook.train import History, TrainConfig, Trainer, TrainingDiverged, make_optimizer, make_schedule
 
 from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
 
@@ -166,6 +166,45 @@ def test_batch_shape_change_is_a_clear_error():
     batches[2] = (batches[2][0][:5], batches[2][1][:5])
     with pytest.raises(ValueError, match=r"batch 2 has shapes .* first batch"):
         Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, quiet(steps=6)).fit(batches)
+
+
+class DeclaredVocab(TinyLM):
+    """TinyLM that declares its vocabulary, as lmbook's models do."""
+
+    vocab_size = 13
+
+
+@pytest.mark.parametrize("bad_id", [13, 40, -1])
+def test_token_ids_outside_the_vocabulary_are_a_clear_error(bad_id):
+    batches = fixed_batches(5)
+    x = np.array(batches[3][0])
+    x[1, 2] = bad_id
+    batches[3] = (x, batches[3][1])
+    trainer = Trainer(DeclaredVocab(rngs=nnx.Rngs(0)), loss_fn, quiet(steps=10, steps_per_call=2))
+    with pytest.raises(ValueError, match=rf"training batch 3: token id {bad_id} is outside the model's "
+                                         rf"vocabulary of 13 ids \(valid ids are 0\.\.12\)"):
+        trainer.fit(batches)
+    assert trainer.step <= 3  # stopped before the bad batch reached the device
+
+
+def test_a_sampler_drawing_bad_ids_is_caught_at_its_first_batch():
+    def sample_shifted(key):  # ids 3..15 from a "different tokenizer": 13-15 do not exist
+        x, y = sample(key)
+        return x + 3, y
+
+    trainer = Trainer(DeclaredVocab(rngs=nnx.Rngs(0)), loss_fn, quiet(steps=4))
+    with pytest.raises(ValueError, match=r"first batch of sample\(key\): token id 1[345] is outside .* 13 ids"):
+        trainer.fit(sample_shifted)
+    assert trainer.step == 0
+    # a model that declares no vocabulary is not checked (the trainer cannot know the range): the
+    # embedding lookup then returns NaN for the missing rows, and only the NaN guard stops the run
+    with pytest.raises(TrainingDiverged, match="diverged at step 0"):
+        Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, quiet(steps=2)).fit(sample_shifted)
+
+
+def test_valid_ids_pass_the_vocabulary_check():
+    h = Trainer(DeclaredVocab(rngs=nnx.Rngs(0)), loss_fn, quiet(steps=4, steps_per_call=2)).fit(fixed_batches(3))
+    assert h.step == [0, 1, 2, 3]
 
 
 def test_config_validation():

@@ -106,3 +106,68 @@ def test_diverging_learning_rate_is_caught():
                       steps_per_call=50)
     with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: loss=(inf|nan)"):
         Trainer(nnx.Linear(4, 1, rngs=nnx.Rngs(0)), mse, cfg).fit([batch])
+
+
+# ----------------------------------------------------------------- damaged checkpoints
+def _truncate(path):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def _overwrite(path):
+    data = bytearray(open(path, "rb").read())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+
+
+def _array_files(step_dir):
+    files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(step_dir, "state"))
+             if os.path.basename(root) == "d" for f in names]  # OCDBT's data files
+    assert files, f"no array data files under {step_dir}"
+    return files
+
+
+DAMAGE = {
+    "metadata truncated": lambda step_dir: _truncate(os.path.join(step_dir, "meta", "metadata")),
+    "metadata overwritten": lambda step_dir: _overwrite(os.path.join(step_dir, "meta", "metadata")),
+    "array data truncated": lambda step_dir: [_truncate(p) for p in _array_files(step_dir)],
+    "array data overwritten": lambda step_dir: [_overwrite(p) for p in _array_files(step_dir)],
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, damage):
+    straight = TinyLM(rngs=nnx.Rngs(0))
+    Trainer(straight, loss_fn, config(tmp_path / "a", steps=3 * N)).fit(sample)
+
+    cfg = config(tmp_path / "b", steps=3 * N)
+    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg).fit(sample, until=2 * N)  # checkpoints N and 2N
+    DAMAGE[damage](os.path.join(cfg.checkpoint_dir, str(2 * N)))  # e.g. a crash or a full disk later
+
+    resumed_model = TinyLM(rngs=nnx.Rngs(42))
+    resumed = Trainer(resumed_model, loss_fn, config(tmp_path / "b", steps=3 * N, resume=True))
+    with pytest.warns(UserWarning, match=rf"checkpoint {2 * N} at .*{2 * N} is damaged.*falling back to checkpoint {N}"):
+        resumed.fit(sample)
+    # nothing lost but the damaged steps, which were recomputed: the run ends as if never interrupted
+    assert resumed.step == 3 * N and resumed.checkpoints() == [2 * N, 3 * N]
+    assert_same_params(params_of(straight), params_of(resumed_model))
+    assert Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg).restore() == 3 * N  # the rewritten one is intact
+
+
+def test_restore_fails_clearly_when_no_checkpoint_is_intact(tmp_path):
+    from lmbook.train import DamagedCheckpointError
+
+    cfg = config(tmp_path, steps=2 * N)
+    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg).fit(sample)
+    DAMAGE["metadata truncated"](os.path.join(cfg.checkpoint_dir, str(2 * N)))
+    DAMAGE["array data truncated"](os.path.join(cfg.checkpoint_dir, str(N)))
+    other = Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg)
+    with pytest.warns(UserWarning), pytest.raises(DamagedCheckpointError, match=rf"no intact checkpoint.*{2 * N}.*{N}"):
+        other.restore()
+    with pytest.raises(DamagedCheckpointError, match=rf"checkpoint {N} at .* is damaged: its array data"):
+        other.restore(step=N)  # an explicit step never falls back
+    with pytest.raises(FileNotFoundError, match=rf"no checkpoint 5 in .*\[{N}, {2 * N}\]"):
+        other.restore(step=5)

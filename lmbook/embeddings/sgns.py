@@ -276,6 +276,7 @@ def _train_fn(negatives: int, group: int, cbow: bool) -> Any:
     if key_ in _TRAIN_FNS:
         return _TRAIN_FNS[key_]
     import jax
+    import jax.numpy as jnp
 
     update = cbow_sgd_update if cbow else sgns_sgd_update
 
@@ -290,7 +291,7 @@ def _train_fn(negatives: int, group: int, cbow: bool) -> Any:
             return (w_in, w_out), loss
 
         (w_in, w_out), losses = jax.lax.scan(step, (w_in, w_out), (centres, contexts, weight, lrs, keys))
-        return w_in, w_out, losses.sum()
+        return w_in, w_out, losses.sum(), losses[0] / jnp.maximum(weight[0].sum(), 1.0)
 
     fn = jax.jit(run, donate_argnums=(0, 1))
     _TRAIN_FNS[key_] = fn
@@ -314,7 +315,9 @@ def train_sgns(
 
     ``corpus`` is an :class:`EncodedCorpus` or tokenized sentences (lists of words, the
     vocabulary is then built with ``config.min_count``). ``history`` of the result holds
-    the mean loss per pair and the learning rate, per jitted call.
+    the mean loss per pair and the learning rate, per jitted call, and ``first_step_loss``:
+    the mean loss of the very first SGD step, ``(negatives + 1) * log 2`` since the
+    context vectors start at zero.
     """
     import jax
     import jax.numpy as jnp
@@ -379,7 +382,7 @@ def train_sgns(
         for call in range(n_calls):
             sl = slice(call * S * B, (call + 1) * S * B)
             key, sub = jax.random.split(key)
-            w_in, w_out, loss = fn(
+            w_in, w_out, loss, first = fn(
                 w_in,
                 w_out,
                 cdf,
@@ -389,6 +392,8 @@ def train_sgns(
                 lrs[call * S : (call + 1) * S],
                 sub,
             )
+            if "first_step_loss" not in history:
+                history["first_step_loss"] = [float(first)]
             n_real = int(weight[sl].sum())
             pairs_done += n_real
             pending.append((epoch + (call + 1) / n_calls, float(lrs[call * S]), loss, n_real))

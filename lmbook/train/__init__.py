@@ -24,13 +24,14 @@ checkpoints in :mod:`lmbook.train.checkpoint`, data handling in
 :mod:`lmbook.train.data`.
 """
 
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, DamagedCheckpointError
 from .config import TrainConfig, decay_mask, make_optimizer, make_schedule
 from .history import History
 from .loop import Trainer, TrainingDiverged
 
 __all__ = [
     "Checkpointer",
+    "DamagedCheckpointError",
     "History",
     "TrainConfig",
     "Trainer",

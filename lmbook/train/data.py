@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Iterator
 import jax
 import numpy as np
 
-__all__ = ["BatchStream", "batch_signature", "describe", "is_sampler", "tokens_in"]
+__all__ = ["BatchStream", "batch_signature", "check_token_ids", "describe", "is_sampler", "tokens_in"]
 
 _END = object()
 
@@ -54,15 +54,40 @@ def tokens_in(batch_or_signature: Any) -> int:
     return int(np.prod(leaves[0][0]))
 
 
+def check_token_ids(batch: Any, vocab_size: int, where: str) -> None:
+    """Raise ``ValueError`` when a batch's inputs hold token ids outside ``[0, vocab_size)``.
+
+    The inputs are the batch's *first* leaf (``inputs`` of ``(inputs, targets)``), checked
+    when it is an integer array; other leaves (targets, lengths, masks) are left alone.
+    An embedding lookup would otherwise clamp a bad id silently (Chapter 4).
+    """
+    leaves = jax.tree.leaves(batch)
+    if not leaves:
+        return
+    x = np.asarray(leaves[0])
+    if x.size == 0 or not np.issubdtype(x.dtype, np.integer):
+        return
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = hi if hi >= vocab_size else lo
+        raise ValueError(
+            f"{where}: token id {bad} is outside the model's vocabulary of {vocab_size} ids (valid ids are "
+            f"0..{vocab_size - 1}); the data was probably encoded with another tokenizer: encode it with the "
+            f"model's tokenizer, or build the model with a vocabulary that covers every id"
+        )
+
+
 class BatchStream:
     """Batches of an iterable, converted to NumPy and checked in a background thread.
 
     A re-iterable (a list, a dataset object) is cycled epoch after epoch; a one-shot
     iterator ends the run early when it runs out. ``skip`` batches are dropped first
-    (to resume a run at the same place in a deterministic stream).
+    (to resume a run at the same place in a deterministic stream). With ``vocab_size``,
+    the inputs of every batch are checked with :func:`check_token_ids` when the batch
+    first appears (the first pass over a re-iterable), before it reaches the device.
     """
 
-    def __init__(self, data: Iterable[Any], skip: int = 0, buffer: int = 8) -> None:
+    def __init__(self, data: Iterable[Any], skip: int = 0, buffer: int = 8, vocab_size: int | None = None) -> None:
         if data is None:
             raise ValueError("train_data is None: pass a sample(key) function or an iterable of batches")
         try:
@@ -76,6 +101,7 @@ class BatchStream:
         self._stop = threading.Event()
         self.signature: Any = None
         self._skip = skip
+        self._vocab_size = vocab_size
         self._thread = threading.Thread(target=self._produce, daemon=True)
         self._thread.start()
         first = self._get()
@@ -86,13 +112,13 @@ class BatchStream:
             )
         self._peek = first
 
-    def _iterate(self) -> Iterator[Any]:
+    def _iterate(self) -> Iterator[tuple[int, Any]]:
         epoch = 0
         while True:
             produced = 0
             for batch in self._data:
                 produced += 1
-                yield batch
+                yield epoch, batch
             epoch += 1
             if not self._reiterable or produced == 0:
                 return
@@ -109,8 +135,10 @@ class BatchStream:
     def _produce(self) -> None:
         try:
             index = 0
-            for batch in self._iterate():
+            for epoch, batch in self._iterate():
                 host = jax.tree.map(np.asarray, batch)
+                if self._vocab_size is not None and epoch == 0:
+                    check_token_ids(host, self._vocab_size, f"training batch {index}")
                 sig = batch_signature(host)
                 if self.signature is None:
                     self.signature = sig

@@ -27,7 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lmbook import runtime, xla_cpu
 from .checkpoint import Checkpointer
 from .config import TrainConfig, make_optimizer, make_schedule
-from .data import BatchStream, batch_signature, describe, eval_batches_of, is_sampler, tokens_in
+from .data import BatchStream, batch_signature, check_token_ids, describe, eval_batches_of, is_sampler, tokens_in
 from .history import History
 
 __all__ = ["Trainer", "TrainingDiverged"]
@@ -68,6 +68,12 @@ class Trainer:
         config: a :class:`TrainConfig`.
         mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis; by default one over all
             devices when there are several (``config.data_parallel="auto"``).
+
+    When the model declares its vocabulary (``model.vocab_size`` or
+    ``model.config.vocab_size``), the token ids of the batch inputs (a batch's first
+    array) are checked outside ``jit`` where that is cheap: every batch of an iterable
+    when it first appears, and the first batch a ``sample(key)`` function draws. An id
+    outside the vocabulary raises a ``ValueError`` naming the id and the vocabulary size.
     """
 
     def __init__(self, model: nnx.Module, loss_fn: LossFn, config: TrainConfig | None = None, *, mesh: Any = None) -> None:
@@ -114,6 +120,7 @@ class Trainer:
         self._compiled: dict[Any, Any] = {}
         self._signatures: dict[Any, Any] = {}
         self._eval_fn = xla_cpu.jit(self._eval_batch)
+        self.vocab_size = _declared_vocab_size(model)
 
     # ----------------------------------------------------------------- pure functions
     def _constrain_batch(self, batch: Any, axis: int = 0) -> Any:
@@ -237,11 +244,14 @@ class Trainer:
             self.restore()
         end = cfg.steps if until is None else min(int(until), cfg.steps)
         sampler = train_data if is_sampler(train_data) else None
-        stream = None if sampler is not None else BatchStream(train_data, skip=self.step)
+        stream = None if sampler is not None else BatchStream(train_data, skip=self.step, vocab_size=self.vocab_size)
         try:
             if sampler is not None:
                 if sampler not in self._signatures:  # tracing the sampler costs milliseconds: once
                     self._signatures[sampler] = batch_signature(jax.eval_shape(sampler, jax.random.key(0)))
+                    if self.vocab_size is not None:  # one batch drawn eagerly: the step's first batch
+                        first = sampler(jax.random.fold_in(self._data_key, self.step))
+                        check_token_ids(jax.device_get(first), self.vocab_size, "the first batch of sample(key)")
                 signature = self._signatures[sampler]
             else:
                 signature = batch_signature(stream._peek)
@@ -410,3 +420,12 @@ def _json_safe(tree: Any) -> Any:
     if isinstance(tree, float) and not math.isfinite(tree):
         return None
     return tree
+
+
+def _declared_vocab_size(model: nnx.Module) -> int | None:
+    """``model.vocab_size`` or ``model.config.vocab_size`` when it is a positive int, else ``None``."""
+    for owner in (model, getattr(model, "config", None)):
+        size = getattr(owner, "vocab_size", None)
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+            return int(size)
+    return None

@@ -16,7 +16,9 @@ sys.path.insert(0, str(ROOT / "tools"))
 import sync_setup_cells  # noqa: E402
 
 TOC_FILES = re.findall(r"file:\s*([^\s#]+)", (ROOT / "_toc.yml").read_text())
-TOC_NOTEBOOKS = [ROOT / f"{f}.ipynb" for f in TOC_FILES if f.startswith("chapters/")]
+# Chapters are notebooks; a page with no code (Appendix B) may be a MyST Markdown file.
+TOC_NOTEBOOKS = [ROOT / f"{f}.ipynb" for f in TOC_FILES
+                 if f.startswith("chapters/") and not (ROOT / f"{f}.md").exists()]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
 

@@ -239,3 +239,37 @@ def test_exercise_checkers_accept_correct_and_reject_wrong_answers():
     assert check_causal_mask(lambda t: np.asarray(causal_mask(t))[0, 0], verbose=False).passed
     wrong = check_causal_mask(lambda t: np.triu(np.ones((t, t), bool)), verbose=False)
     assert not wrong.passed and "transpose" in str(wrong)
+
+
+def test_kv_cache_overflow_raises_outside_jit_and_gives_nan_inside():
+    from lmbook.nn.attention import KVCache
+
+    cache = KVCache.init(1, 4, 2, 3)
+    kv = jnp.ones((1, 3, 2, 3))
+    cache = cache.update(kv, kv)
+    with pytest.raises(ValueError, match="KV cache overflow: 3 positions filled \\+ 2 new > max_len=4"):
+        cache.update(kv[:, :2], kv[:, :2])
+    with pytest.raises(ValueError, match="cannot write 5 positions"):
+        KVCache.init(1, 4, 2, 3).update(jnp.ones((1, 5, 2, 3)), jnp.ones((1, 5, 2, 3)))
+    update = jax.jit(lambda c, k: c.update(k, k))
+    fits = update(cache, kv[:, :1])
+    assert int(fits.index) == 4 and np.isfinite(np.asarray(fits.k)).all()
+    over = update(cache, kv[:, :2])  # XLA would clamp the start to 2 and overwrite position 2
+    assert np.isnan(np.asarray(over.k)).any() and np.isnan(np.asarray(over.v)).any()
+    np.testing.assert_array_equal(np.asarray(over.k[:, :2]), 1.0)  # earlier positions untouched
+
+
+def test_one_place_checks_heads():
+    from lmbook.nn.attention import check_heads
+    from lmbook.nn.gpt import GPTConfig
+    from lmbook.nn.transformer import TransformerConfig
+
+    assert check_heads(12, 4) == 3
+    messages = []
+    for build in (lambda: check_heads(10, 3), lambda: GPTConfig(d_model=10, n_heads=3),
+                  lambda: TransformerConfig(d_model=10, n_heads=3).validate(),
+                  lambda: MultiHeadAttention(10, 3, rngs=nnx.Rngs(0))):
+        with pytest.raises(ValueError) as err:
+            build()
+        messages.append(str(err.value))
+    assert len(set(messages)) == 1 and "Use n_heads in [1, 2, 5, 10]" in messages[0]

@@ -276,3 +276,59 @@ def test_generate_samples_follow_softmax_and_top_k():
     # Low temperature concentrates on the most likely token.
     cold = generate(model, [[0]] * 50, n, key=jax.random.key(13), temperature=0.01).tokens[:, 1 : 1 + n]
     assert (cold == 0).all()
+
+
+def test_generate_and_sample_token_draw_from_the_same_distribution():
+    # Different noise sources (see both docstrings), so compare distributions, not tokens.
+    logits = np.log(np.array([0.4, 0.25, 0.2, 0.1, 0.05]))
+    model = _FixedLogits(logits)
+    settings = dict(temperature=0.8, top_k=4, top_p=0.9)
+    # Reference: temperature 0.8 then top-k 4 then top-p 0.9, in float64.
+    p = np.exp(logits / 0.8)
+    p /= p.sum()
+    p[4] = 0.0  # top-k 4
+    p /= p.sum()
+    keep = (np.cumsum(p) - p) < 0.9  # top-p over the sorted (already descending) probabilities
+    p = np.where(keep, p, 0.0)
+    p /= p.sum()
+    n = 20_000
+    from_loop = generate(model, [[0]] * 1000, n // 1000, key=jax.random.key(5), **settings).tokens[:, 1:]
+    keys = jax.random.split(jax.random.key(5), n)
+    from_sampler = np.asarray(jax.vmap(lambda k: sample_token(k, jnp.asarray(logits), **settings))(keys))
+    sigma = np.sqrt(p * (1 - p) / n)
+    for draws in (from_loop.ravel(), from_sampler):
+        freq = np.bincount(draws, minlength=5) / draws.size
+        assert np.all(np.abs(freq - p) <= 5 * sigma + 1e-12), (freq, p)
+    # ...and the same key does not give the same tokens (documented, not a bug).
+    same_key = generate(model, [0], 1, key=jax.random.key(5), **settings).new_tokens()
+    assert same_key.shape == (1,)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=-0.1), r"top_p must be in \(0, 1\]"),
+        (dict(top_k=0), "top_k must be an integer >= 1"),
+        (dict(top_k=-3), "top_k must be an integer >= 1"),
+        (dict(top_k=2.5), "top_k must be an integer >= 1"),
+        (dict(temperature=-1.0), "temperature must be >= 0"),
+    ],
+)
+def test_generate_rejects_meaningless_sampling_settings(kw, match):
+    model = _FixedLogits(np.zeros(4))
+    with pytest.raises(ValueError, match=match):
+        generate(model, [0], 3, key=jax.random.key(0), **kw)
+
+
+def test_prompt_ids_outside_the_vocabulary_are_named():
+    model = GPT(GPTConfig(vocab_size=9, context=16, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"prompt token id 70 .* vocabulary of 9"):
+        generate(model, [1, 70, 80], 3, temperature=0.0)
+    with pytest.raises(ValueError, match=r"token id -1 .* vocabulary of 9"):
+        generate(model, [[1, 2], [-1]], 3, temperature=0.0)
+    with pytest.raises(ValueError, match=r"token id 9 .* vocabulary of 9"):
+        beam_search(model, [3, 9], 2, beam_size=2)
+    # Padding of shorter rows is not a prompt token; ids at the edges are fine.
+    assert generate(model, [[8, 0, 8], [0]], 2, temperature=0.0, pad_token=99).tokens.shape[0] == 2

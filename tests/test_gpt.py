@@ -33,7 +33,7 @@ def _np_forward(m: GPT, tokens: np.ndarray) -> np.ndarray:
 
     b, t = tokens.shape
     h, d = CFG.n_heads, CFG.d_model // CFG.n_heads
-    x = p["wte"][tokens] + p["wpe"][:t]
+    x = p["wte"][tokens] + p["wpe"]["embedding"][:t]
     for i in range(CFG.n_layers):
         q = p["blocks"][i]
         a = ln(x, q["norm1"]) @ q["attn"]["qkv"]["kernel"] + q["attn"]["qkv"]["bias"]
@@ -121,3 +121,29 @@ def test_untied_head_dropout_and_loss():
     logp = jax.nn.log_softmax(a.astype(jnp.float64) if jax.config.x64_enabled else a)
     expected = -np.mean(np.take_along_axis(np.asarray(logp), np.asarray(x)[..., None], -1))
     assert float(gpt_loss(m, (x, x))) == pytest.approx(expected, rel=1e-5)
+
+
+def test_position_table_is_chapter_6s_learned_positions(model):
+    from lmbook.nn.positional import LearnedPositions
+
+    assert isinstance(model.wpe, LearnedPositions)
+    assert model.wpe.embedding[...].shape == (CFG.context, CFG.d_model)
+
+
+def test_cache_running_past_the_context_is_an_error_not_a_clamp(model):
+    tokens = jnp.arange(CFG.context, dtype=jnp.int32)[None] % CFG.vocab_size
+    cache = model.init_cache(1)
+    _, cache = model(tokens[:, : CFG.context - 2], cache=cache)
+    with pytest.raises(ValueError, match="run past the learned position table"):
+        model(tokens[:, :3], cache=cache)  # positions 10, 11, 12 of a 12-position model
+    # Inside jit the offset is traced: the defined behaviour is NaN logits, never reused positions.
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def step(state, tokens, cache):
+        return nnx.merge(graphdef, state)(tokens, cache=cache)
+
+    ok, _ = step(state, tokens[:, :2], cache)
+    assert np.isfinite(np.asarray(ok)).all()
+    bad, _ = step(state, tokens[:, :3], cache)
+    assert np.isnan(np.asarray(bad)).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -88,3 +89,17 @@ def test_rope_batched_positions_and_frequencies():
     np.testing.assert_allclose(rope_frequencies(6), [1.0, 10_000 ** (-2 / 6), 10_000 ** (-4 / 6)], rtol=1e-6)
     with pytest.raises(ValueError, match="even"):
         rope_frequencies(5)
+
+
+def test_offsets_past_the_table_raise_or_give_nan():
+    learned = LearnedPositions(6, 4, rngs=nnx.Rngs(0))
+    x = jnp.zeros((1, 3, 4))
+    np.testing.assert_allclose(learned(x, offset=3)[0], learned.embedding[...][3:6])
+    with pytest.raises(ValueError, match="positions 4..6 run past the learned position table"):
+        learned(x, offset=4)
+    sin = SinusoidalPositions(6, 4)
+    with pytest.raises(ValueError, match="sinusoidal position table"):
+        sin(x, offset=5)
+    traced = jax.jit(lambda off: learned(x, off))
+    assert np.isfinite(np.asarray(traced(3))).all()
+    assert np.isnan(np.asarray(traced(4))).all()

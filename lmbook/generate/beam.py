@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .loop import check_prompt_ids
+
 __all__ = ["BeamResult", "beam_search"]
 
 
@@ -76,6 +78,7 @@ def beam_search(
         raise ValueError("beam_search needs integer token ids of shape (T,) or (B, T) with T >= 1")
     if beam_size < 1 or max_new_tokens < 1:
         raise ValueError(f"beam_size and max_new_tokens must be >= 1, got {beam_size}, {max_new_tokens}")
+    check_prompt_ids(prompt, np.full(prompt.shape[0], prompt.shape[1]), model)
     context = int(getattr(model, "context"))
     if prompt.shape[1] + max_new_tokens > context:
         raise ValueError(

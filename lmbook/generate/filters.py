@@ -102,7 +102,14 @@ def sample_token(
     top_k: int | jax.Array | None = None,
     top_p: float | jax.Array | None = None,
 ) -> jax.Array:
-    """Draw one token per row after temperature/top-k/top-p; ``temperature == 0`` is greedy (Chapter 7)."""
+    """Draw one token per row after temperature/top-k/top-p; ``temperature == 0`` is greedy (Chapter 7).
+
+    Uses ``jax.random.categorical`` with ``key``. :func:`lmbook.generate.generate`
+    samples from the same filtered distribution but draws its noise from XLA's
+    ``rng_bit_generator`` seeded by its key (cheaper per step inside the compiled
+    loop), so the same key gives different tokens in the two functions;
+    ``tests/test_generate.py`` checks that their distributions agree.
+    """
     temperature = jnp.asarray(temperature, jnp.float32)
     safe_t = jnp.where(temperature > 0, temperature, 1.0)
     filtered = process_logits(logits, temperature=safe_t, top_k=top_k, top_p=top_p)

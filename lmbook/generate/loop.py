@@ -86,6 +86,45 @@ def _prepare_prompts(prompt: Any, context: int) -> tuple[np.ndarray, np.ndarray]
     return out, lengths
 
 
+def _vocab_size(model: Any) -> int | None:
+    """The decoder's vocabulary size, when it states one (``model.config.vocab_size`` or ``model.vocab_size``)."""
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if size is None:
+        size = getattr(model, "vocab_size", None)
+    return None if size is None else int(size)
+
+
+def check_prompt_ids(tokens: np.ndarray, lengths: np.ndarray, model: Any) -> None:
+    """Raise ``ValueError`` naming the first prompt id outside ``[0, vocab_size)`` (Chapter 7).
+
+    Inside ``jit`` an embedding lookup clamps such ids to the table and the
+    model quietly reads the wrong token, so the prompt is checked here, once,
+    before compiling. Skipped for a decoder that states no vocabulary size.
+    """
+    vocab = _vocab_size(model)
+    if vocab is None:
+        return
+    valid = np.arange(tokens.shape[1])[None] < np.asarray(lengths)[:, None]
+    bad = valid & ((tokens < 0) | (tokens >= vocab))
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        raise ValueError(
+            f"prompt token id {int(tokens[row, col])} (row {row}, position {col}) is outside the model's "
+            f"vocabulary of {vocab} ids [0, {vocab - 1}]; encode the prompt with the tokenizer the model was "
+            "trained with"
+        )
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Reject sampling settings that have no meaning, with a message that says what to use (Chapter 7)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}; use top_k=None to switch it off")
+    if top_p is not None and not (isinstance(top_p, (int, float, np.floating)) and 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}; use top_p=None (or 1.0) to switch it off")
+
+
 def _bucket(n: int, smallest: int = 512) -> int:
     """Buffer sizes are powers of two (at least ``smallest``), so most calls share one compiled loop."""
     return max(smallest, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
@@ -115,9 +154,16 @@ def generate(
             sequences of different lengths. Prompts longer than the context keep
             their last ``context`` tokens (with a warning).
         max_new_tokens: tokens to generate per row (fewer when a stop token comes).
-        key: PRNG key for sampling (needed unless ``temperature == 0``).
+        key: PRNG key for sampling (needed unless ``temperature == 0``). The loop
+            seeds XLA's ``rng_bit_generator`` from it and draws Gumbel noise, one
+            op per step (a threefry key split per token compiles to two small
+            loops per step on XLA:CPU). So the draws follow the same distribution
+            as :func:`lmbook.generate.sample_token` (``jax.random.categorical``) but
+            are not the same tokens for the same key; ``tests/test_generate.py``
+            compares the two distributions.
         temperature: ``0`` is greedy decoding; ``< 1`` sharpens, ``> 1`` flattens.
-        top_k, top_p: optional filters (:func:`top_k_filter`, :func:`top_p_filter`).
+        top_k, top_p: optional filters (:func:`top_k_filter`, :func:`top_p_filter`);
+            ``top_k`` must be an integer >= 1 and ``top_p`` in (0, 1], or ``None`` (off).
         repetition_penalty: CTRL penalty on tokens already in the row (1 = off).
         stop_tokens: a row ends after producing one of these (it is kept).
         pad_token: written after a row has ended.
@@ -135,14 +181,14 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if repetition_penalty <= 0:
         raise ValueError(f"repetition_penalty must be positive, got {repetition_penalty}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_sampling(temperature, top_k, top_p)
     if key is None:
         if temperature > 0:
             raise ValueError("sampling needs a PRNG key: generate(..., key=jax.random.key(0)) or temperature=0")
         key = jax.random.key(0)
     context = _context(model)
     tokens, lengths = _prepare_prompts(prompt, context)
+    check_prompt_ids(tokens, lengths, model)
     batch, longest = tokens.shape
     shift = window_shift if window_shift is not None else max(1, context // 2)
     if not 1 <= shift <= context - 1 and context > 1:

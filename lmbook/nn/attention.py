@@ -24,6 +24,7 @@ from lmbook.nn.positional import apply_rope
 
 __all__ = [
     "KVCache",
+    "check_heads",
     "MultiHeadAttention",
     "attention_weights",
     "causal_mask",
@@ -31,6 +32,29 @@ __all__ = [
     "dot_product_attention",
     "padding_mask",
 ]
+
+
+def check_heads(d_model: int, n_heads: int) -> int:
+    """Check that ``d_model`` splits into ``n_heads`` heads; return the head width (Chapter 6).
+
+    The one place where the book validates this: :class:`MultiHeadAttention`,
+    ``TransformerConfig.validate`` and ``GPTConfig`` all call it.
+    """
+    for name, value in (("d_model", d_model), ("n_heads", n_heads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if d_model % n_heads:
+        options = [h for h in range(1, min(d_model, 32) + 1) if d_model % h == 0]
+        raise ValueError(
+            f"d_model={d_model} is not divisible by n_heads={n_heads}: every head gets d_model / n_heads "
+            f"dimensions. Use n_heads in {options} or change d_model."
+        )
+    return d_model // n_heads
+
+
+def _is_traced(x: object) -> bool:
+    """True inside ``jit``/``scan`` tracing, where a value cannot be inspected in Python."""
+    return isinstance(x, jax.core.Tracer)
 
 
 def causal_mask(q_len: int, k_len: int | None = None, offset: int | jax.Array = 0) -> jax.Array:
@@ -147,11 +171,31 @@ class KVCache:
     def update(self, k_new: jax.Array, v_new: jax.Array) -> "KVCache":
         """Write ``k_new``, ``v_new`` ``(B, T_new, H, D)`` at ``index`` and advance it by ``T_new``.
 
-        Writing past ``max_len`` is not detected inside ``jit`` (XLA clamps the
-        start); size the cache for prompt plus generated tokens.
+        Writing past ``max_len`` is an error. Outside ``jit`` (a concrete
+        ``index``) it raises ``ValueError``; so does ``T_new > max_len`` at any
+        time (a static shape check). Inside ``jit`` the index is not known to
+        Python, and XLA would clamp the write to the end of the buffer, silently
+        overwriting the last positions; instead the overflowing keys and values
+        are written as NaN, so every attention output that sees them, and every
+        logit after them, is NaN: loud, never wrong positions. Size the cache for
+        prompt plus generated tokens.
         """
         if k_new.shape[0] != self.k.shape[0] or k_new.shape[2:] != self.k.shape[2:]:
             raise ValueError(f"new keys {k_new.shape} do not fit a cache of shape {self.k.shape}")
+        if v_new.shape != k_new.shape[:3] + self.v.shape[3:]:
+            raise ValueError(f"new values {v_new.shape} do not fit a cache of shape {self.v.shape}")
+        t_new = k_new.shape[1]
+        if t_new > self.max_len:
+            raise ValueError(f"cannot write {t_new} positions into a KV cache of max_len={self.max_len}")
+        if not _is_traced(self.index) and int(self.index) + t_new > self.max_len:
+            raise ValueError(
+                f"KV cache overflow: {int(self.index)} positions filled + {t_new} new > max_len={self.max_len}; "
+                "allocate a longer cache (init_cache(batch, max_len)) or start a new one"
+            )
+        if _is_traced(self.index):
+            overflow = self.index + t_new > self.max_len
+            k_new = jnp.where(overflow, jnp.nan, k_new)
+            v_new = jnp.where(overflow, jnp.nan, v_new)
         start = (0, self.index, 0, 0)
         k = jax.lax.dynamic_update_slice(self.k, k_new.astype(self.k.dtype), start)
         v = jax.lax.dynamic_update_slice(self.v, v_new.astype(self.v.dtype), start)
@@ -202,13 +246,7 @@ class MultiHeadAttention(nnx.Module):
         rope_base: float = 10_000.0,
         backend: Literal["lmbook", "jax"] = "lmbook",
     ) -> None:
-        if n_heads < 1 or d_model < 1:
-            raise ValueError(f"d_model and n_heads must be positive, got {d_model}, {n_heads}")
-        if d_model % n_heads:
-            raise ValueError(
-                f"d_model={d_model} is not divisible by n_heads={n_heads}; each head gets d_model / n_heads "
-                f"dimensions, so pick e.g. n_heads in {[h for h in range(1, min(d_model, 16) + 1) if d_model % h == 0]}"
-            )
+        check_heads(d_model, n_heads)
         if rope and (d_model // n_heads) % 2:
             raise ValueError(f"RoPE rotates pairs of dimensions: head_dim={d_model // n_heads} must be even")
         if not 0.0 <= dropout < 1.0:

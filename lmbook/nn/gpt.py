@@ -1,6 +1,7 @@
 """A decoder-only Transformer language model: GPT (Chapter 7).
 
-Token embeddings plus learned position embeddings, ``n_layers`` pre-LayerNorm
+Token embeddings plus learned position embeddings (Chapter 6's
+:class:`~lmbook.nn.positional.LearnedPositions`), ``n_layers`` pre-LayerNorm
 blocks (Chapter 6's :class:`~lmbook.nn.transformer.TransformerBlock` with
 ``causal=True``: causal multi-head self-attention, then a GELU MLP, each inside a
 residual connection), a final LayerNorm and an output layer, by default tied
@@ -22,8 +23,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmbook.nn.attention import KVCache
+from lmbook.nn.attention import KVCache, check_heads
 from lmbook.nn.layers import Dense, Dropout, dense
+from lmbook.nn.positional import LearnedPositions
 from lmbook.nn.transformer import TransformerBlock, TransformerConfig
 
 __all__ = ["GPT", "GPTConfig", "block_config", "flops_per_token", "gpt_loss", "param_count"]
@@ -49,11 +51,7 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"GPTConfig: d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
-                "(each head gets d_model / n_heads dimensions)"
-            )
+        check_heads(self.d_model, self.n_heads)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -105,7 +103,7 @@ class GPT(nnx.Module):
         normal = nnx.initializers.normal(0.02)
         residual = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
         self.wte = nnx.Param(normal(rngs.params(), (cfg.vocab_size, cfg.d_model)))
-        self.wpe = nnx.Param(normal(rngs.params(), (cfg.context, cfg.d_model)))
+        self.wpe = LearnedPositions(cfg.context, cfg.d_model, rngs=rngs, stddev=0.02)  # Chapter 6's table
         self.dropout = Dropout(cfg.dropout, rngs=rngs)
         bcfg = block_config(cfg)
         self.blocks = nnx.List([TransformerBlock(bcfg, rngs=rngs) for _ in range(cfg.n_layers)])
@@ -127,7 +125,12 @@ class GPT(nnx.Module):
         return tuple(KVCache.init(batch, max_len, cfg.n_heads, head_dim, dtype) for _ in range(cfg.n_layers))
 
     def hidden_states(self, tokens: jax.Array, cache: tuple[KVCache, ...] | None = None) -> tuple[jax.Array, Any]:
-        """Final (LayerNorm-ed) hidden states ``(B, T, d_model)`` and the updated cache."""
+        """Final (LayerNorm-ed) hidden states ``(B, T, d_model)`` and the updated cache.
+
+        With a cache, the new tokens take positions ``cache.index ... cache.index + T - 1``;
+        running past the context raises ``ValueError`` (outside ``jit``) or gives NaN
+        hidden states (inside ``jit``), never silently reused positions.
+        """
         if tokens.ndim != 2:
             raise ValueError(f"GPT expects token ids of shape (batch, time), got {tokens.shape}")
         t = tokens.shape[1]
@@ -137,8 +140,8 @@ class GPT(nnx.Module):
                 "crop it to the last context tokens"
             )
         offset = 0 if cache is None else cache[0].index
-        pos = jax.lax.dynamic_slice_in_dim(self.wpe[...], offset, t, axis=0)
-        x = self.dropout(jnp.take(self.wte[...], tokens, axis=0) + pos)
+        # LearnedPositions raises when offset + t > context (NaN positions inside jit; see its docstring).
+        x = self.dropout(self.wpe(jnp.take(self.wte[...], tokens, axis=0), offset))
         new_cache = []
         for i, block in enumerate(self.blocks):
             if cache is None:
@@ -170,7 +173,7 @@ def param_count(model: nnx.Module, *, exclude_positions: bool = False) -> int:
     params = nnx.state(model, nnx.Param)
     n = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
     if exclude_positions and hasattr(model, "wpe"):
-        n -= int(model.wpe[...].size)
+        n -= int(model.wpe.embedding[...].size)
     return n
 
 

@@ -44,7 +44,7 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
 
 def parameter_map(cfg: GPTConfig) -> dict[str, tuple[str, ...]]:
     """GPT-2 state-dict key (without ``transformer.``) -> attribute path in :class:`GPT`."""
-    names = {"wte.weight": ("wte",), "wpe.weight": ("wpe",), "ln_f.weight": ("ln_f", "scale"),
+    names = {"wte.weight": ("wte",), "wpe.weight": ("wpe", "embedding"), "ln_f.weight": ("ln_f", "scale"),
              "ln_f.bias": ("ln_f", "bias")}
     per_block = {
         "ln_1.weight": ("norm1", "scale"), "ln_1.bias": ("norm1", "bias"),

@@ -42,29 +42,57 @@ def _check_length(t: int, max_len: int, kind: str) -> None:
         )
 
 
+def _positions(table: jax.Array, offset: int | jax.Array, t: int, kind: str) -> jax.Array:
+    """Rows ``offset ... offset + t - 1`` of a position table, never silently clamped.
+
+    ``dynamic_slice`` would clamp an out-of-range start and hand back the wrong
+    rows. A concrete ``offset`` that runs past the table raises ``ValueError``;
+    a traced one (inside ``jit``, e.g. a KV cache's index) gives NaN rows, so the
+    model's outputs are NaN instead of quietly wrong.
+    """
+    max_len = table.shape[0]
+    _check_length(t, max_len, kind)
+    if not isinstance(offset, jax.core.Tracer):
+        if int(offset) < 0 or int(offset) + t > max_len:
+            raise ValueError(
+                f"positions {int(offset)}..{int(offset) + t - 1} run past the {kind} position table "
+                f"(max_len={max_len}); the model has no positions beyond it: crop the input or start a new cache"
+            )
+        return jax.lax.dynamic_slice_in_dim(table, int(offset), t, axis=0)
+    rows = jax.lax.dynamic_slice_in_dim(table, offset, t, axis=0)
+    outside = (offset < 0) | (offset + t > max_len)
+    return jnp.where(outside, jnp.nan, rows)
+
+
 class SinusoidalPositions(nnx.Module):
-    """Adds the fixed sinusoidal table to ``x`` ``(B, T, d_model)`` (no parameters)."""
+    """Adds the fixed sinusoidal table to ``x`` ``(B, T, d_model)`` (no parameters).
+
+    ``module(x, offset)`` adds rows ``offset ... offset + T - 1``; see :func:`_positions` for what
+    happens when they run past ``max_len``.
+    """
 
     def __init__(self, max_len: int, d_model: int, base: float = 10_000.0) -> None:
         self.max_len = max_len
         self.table = nnx.Variable(jnp.asarray(sinusoidal_table(max_len, d_model, base)))
 
     def __call__(self, x: jax.Array, offset: int | jax.Array = 0) -> jax.Array:
-        _check_length(x.shape[1], self.max_len, "sinusoidal")
-        pe = jax.lax.dynamic_slice_in_dim(self.table[...], offset, x.shape[1], axis=0)
+        pe = _positions(self.table[...], offset, x.shape[1], "sinusoidal")
         return x + pe.astype(x.dtype)
 
 
 class LearnedPositions(nnx.Module):
-    """Adds one learned vector per position (``embedding`` ``(max_len, d_model)``) to ``x``."""
+    """Adds one learned vector per position (``embedding`` ``(max_len, d_model)``) to ``x`` (Chapter 6).
+
+    GPT (Chapter 7) uses it as its position table ``wpe``. ``module(x, offset)`` adds rows
+    ``offset ... offset + T - 1``: past ``max_len`` it raises (concrete offset) or gives NaN (traced).
+    """
 
     def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs, stddev: float = 0.02) -> None:
         self.max_len = max_len
         self.embedding = nnx.Param(stddev * jax.random.normal(rngs.params(), (max_len, d_model)))
 
     def __call__(self, x: jax.Array, offset: int | jax.Array = 0) -> jax.Array:
-        _check_length(x.shape[1], self.max_len, "learned")
-        pe = jax.lax.dynamic_slice_in_dim(self.embedding[...], offset, x.shape[1], axis=0)
+        pe = _positions(self.embedding[...], offset, x.shape[1], "learned")
         return x + pe.astype(x.dtype)
 
 

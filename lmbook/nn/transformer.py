@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmbook.nn.attention import KVCache, MultiHeadAttention, padding_mask
+from lmbook.nn.attention import KVCache, MultiHeadAttention, check_heads, padding_mask
 from lmbook.nn.layers import Dense, Dropout
 from lmbook.nn.positional import LearnedPositions, SinusoidalPositions
 
@@ -90,12 +90,7 @@ class TransformerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_heads:
-            options = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0 and h <= 32]
-            raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}: every head gets "
-                f"d_model / n_heads dimensions. Use n_heads in {options} or change d_model."
-            )
+        check_heads(self.d_model, self.n_heads)
         if need_vocab and (self.vocab_size is None or self.vocab_size < 1):
             raise ValueError(f"vocab_size must be a positive integer for a model with embeddings, got {self.vocab_size!r}")
         if self.mlp_ratio <= 0 or self.mlp_dim < 1:

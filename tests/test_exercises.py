@@ -26,25 +26,8 @@ from lmbook.checks import CheckReport
 
 ROOT = Path(__file__).resolve().parents[1]
 TOC_FILES = re.findall(r"file:\s*([^\s#]+)", (ROOT / "_toc.yml").read_text())
-NOTEBOOKS = [ROOT / f"{f}.ipynb" for f in TOC_FILES if f.startswith("chapters/")]
-
-# Exercises of chapters 5-7 are being rewritten to this convention on the branch
-# fix-ch5-7 (issue 12). Each entry names a checker whose exercise does not follow
-# the convention yet; the test asserts that it is *still* broken, so an entry
-# that has been fixed fails with "delete it from KNOWN_GAPS" instead of hiding.
-KNOWN_GAPS: dict[str, str] = {
-    "check_gru_cell": "chapter 5: the stub returns h instead of raising; no hidden solution (fix-ch5-7)",
-    "check_attention": "chapter 6: the checked cell runs the chapter's own function (fix-ch5-7)",
-    "check_causal_mask": "chapter 6: the checked cell runs lmbook's causal_mask (fix-ch5-7)",
-    "check_top_p": "chapter 7: no hidden solution cell (fix-ch5-7)",
-}
-# Checkers exported by lmbook.checks that no notebook uses yet (fix-ch5-7 adds exercises).
-KNOWN_UNUSED: dict[str, str] = {
-    "check_elman_scan": "chapter 5 exercise pending on fix-ch5-7",
-    "check_top_k": "chapter 7 exercise pending on fix-ch5-7",
-    "check_lstm_cell": "chapter 5 calls it only inside a folded solution; exercise pending on fix-ch5-7",
-}
-
+NOTEBOOKS = [ROOT / f"{f}.ipynb" for f in TOC_FILES
+             if f.startswith("chapters/") and (ROOT / f"{f}.ipynb").exists()]  # not Markdown pages (Appendix B)
 
 @dataclass
 class Exercise:
@@ -155,9 +138,6 @@ def test_the_parser_finds_exercises_in_the_book():
 def test_exercise_fails_on_its_stub_and_passes_on_its_solution(notebook, checker):
     imports, exercises = EXERCISES[notebook]
     ex = exercises[checker]
-    if checker in KNOWN_GAPS:
-        assert ex.problems, f"{checker} in {notebook} follows the convention now: delete it from KNOWN_GAPS"
-        return
     assert not ex.problems, f"{notebook}: {checker}: " + "; ".join(ex.problems)
     ns = _namespace(imports)
     assert checker in ns, f"{notebook} calls {checker} without importing it"
@@ -175,7 +155,4 @@ def test_exercise_fails_on_its_stub_and_passes_on_its_solution(notebook, checker
 def test_every_exported_checker_is_used_by_some_notebook():
     used = {name for _, exercises in EXERCISES.values() for name in exercises}
     unused = exported_checkers() - used
-    assert unused == set(KNOWN_UNUSED), (
-        f"checkers no notebook uses: {sorted(unused - set(KNOWN_UNUSED))}; "
-        f"now used, delete from KNOWN_UNUSED: {sorted(set(KNOWN_UNUSED) - unused)}"
-    )
+    assert not unused, f"checkers that no chapter exercise uses (give each an exercise or remove it): {sorted(unused)}"

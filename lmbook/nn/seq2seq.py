@@ -396,23 +396,22 @@ class DecoderBlock(TransformerBlock):
                                         use_bias=cfg.use_bias)
         self.norm_cross = nnx.LayerNorm(cfg.d_model, epsilon=cfg.layer_norm_eps, rngs=rngs)
 
+    def _residual(self, x: jax.Array, norm: nnx.LayerNorm, sublayer: Any) -> tuple[jax.Array, Any]:
+        """``x + Dropout(f(LN(x)))`` (pre-LN) or ``LN(x + Dropout(f(x)))`` (post-LN); ``f`` returns ``(y, extra)``."""
+        pre = self.config.norm == "pre"
+        y, extra = sublayer(norm(x) if pre else x)
+        x = x + self.dropout(y)
+        return (x if pre else norm(x)), extra
+
     def __call__(self, x: jax.Array, kv: CrossKV, *, cache: KVCache | None = None) -> tuple[jax.Array, Any, jax.Array]:
         """Returns ``(y, new_cache or None, cross-attention weights)``."""
-        pre = self.config.norm == "pre"
-        out = self.attn(self.norm1(x) if pre else x, cache=cache)
-        new_cache = None
-        if cache is not None:
-            out, new_cache = out
-        x = x + self.dropout(out)
-        if not pre:
-            x = self.norm1(x)
-        out, weights = cross_attend(self.cross, self.norm_cross(x) if pre else x, kv)
-        x = x + self.dropout(out)
-        if not pre:
-            x = self.norm_cross(x)
-        x = x + self.dropout(self.mlp(self.norm2(x) if pre else x))
-        if not pre:
-            x = self.norm2(x)
+
+        def self_attention(h: jax.Array) -> tuple[jax.Array, Any]:
+            return self.attn(h, cache=cache) if cache is not None else (self.attn(h), None)
+
+        x, new_cache = self._residual(x, self.norm1, self_attention)
+        x, weights = self._residual(x, self.norm_cross, lambda h: cross_attend(self.cross, h, kv))
+        x, _ = self._residual(x, self.norm2, lambda h: (self.mlp(h), None))
         return x, new_cache, weights
 
 

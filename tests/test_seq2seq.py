@@ -1,0 +1,180 @@
+"""Encoder-decoder models (Chapter 8): masks, teacher forcing, cached decoding, beam search, learning."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmbook.data.parallel import BOS, EOS, PAD, make_batch, parallel_sampler, reversal_task
+from lmbook.generate import beam_search, generate
+from lmbook.generate.seq2seq import max_target_length, translate
+from lmbook.metrics import token_nll
+from lmbook.nn.attention import MultiHeadAttention
+from lmbook.nn.seq2seq import (
+    EncoderOutput,
+    RNNSeq2Seq,
+    TransformerSeq2Seq,
+    additive_attention,
+    cross_attend,
+    cross_kv,
+    seq2seq_loss,
+)
+
+V_SRC, V_TGT = 17, 19
+
+
+def _models():
+    return {
+        "gru+attention": RNNSeq2Seq(V_SRC, V_TGT, embed_dim=12, hidden=16, rngs=nnx.Rngs(0)),
+        "lstm": RNNSeq2Seq(V_SRC, V_TGT, embed_dim=12, hidden=16, cell="lstm", attention=False, rngs=nnx.Rngs(1)),
+        "transformer": TransformerSeq2Seq(V_SRC, V_TGT, d_model=16, n_heads=2, n_layers=2, rngs=nnx.Rngs(2)),
+    }
+
+
+@pytest.fixture(scope="module")
+def models():
+    ms = _models()
+    for m in ms.values():
+        m.eval()
+    return ms
+
+
+def _pairs():
+    src = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    tgt = [[BOS, 5, 6, 7, EOS], [BOS, 9, 10, 11, 12, 13, EOS], [BOS, 4, EOS]]
+    return src, tgt
+
+
+@pytest.mark.parametrize("name", ["gru+attention", "lstm", "transformer"])
+def test_padding_does_not_change_results(models, name):
+    model = models[name]
+    src, tgt = _pairs()
+    a = make_batch(src, tgt)
+    b = make_batch(src, tgt, src_len=11, tgt_len=13)
+    la, lb = model(a.src, a.src_mask, a.tgt_in), model(b.src, b.src_mask, b.tgt_in)
+    t = a.tgt_in.shape[1]
+    np.testing.assert_allclose(np.where(a.tgt_mask[..., None], la, 0), np.where(a.tgt_mask[..., None], lb[:, :t], 0),
+                               atol=2e-5)
+    assert float(seq2seq_loss(model, a)) == pytest.approx(float(seq2seq_loss(model, b)), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gru+attention", "lstm", "transformer"])
+def test_teacher_forced_loss_is_the_sum_of_step_losses(models, name):
+    model = models[name]
+    src, tgt = _pairs()
+    batch = make_batch(src, tgt)
+    cache = model.init_cache(model.encode(jnp.asarray(batch.src), jnp.asarray(batch.src_mask)), batch.tgt_in.shape[1])
+    total = 0.0
+    for t in range(batch.tgt_in.shape[1]):  # one decoder step at a time, reading y_<t only
+        logits, cache = model.step(jnp.asarray(batch.tgt_in[:, t : t + 1]), cache)
+        nll = np.asarray(token_nll(logits[:, 0], batch.tgt_out[:, t]), np.float64)
+        total += float((nll * batch.tgt_mask[:, t]).sum())
+    assert float(seq2seq_loss(model, batch)) == pytest.approx(total / batch.tgt_mask.sum(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gru+attention", "lstm", "transformer"])
+def test_cached_decoding_equals_recomputation(models, name):
+    model = models[name]
+    src = np.array([[3, 4, 5, 6], [7, 8, PAD, PAD]])
+    decoder = model.bind(src, src != PAD)
+    prompt = np.full((2, 1), BOS)
+    fast = generate(decoder, prompt, 12, temperature=0.0, max_len=64)
+    slow = generate(decoder, prompt, 12, temperature=0.0, use_cache=False, max_len=64)
+    np.testing.assert_array_equal(fast.tokens, slow.tokens)
+    sampled = [generate(decoder, prompt, 12, key=jax.random.key(3), use_cache=c, max_len=64).tokens for c in (True, False)]
+    np.testing.assert_array_equal(*sampled)
+
+
+@pytest.mark.parametrize("name", ["gru+attention", "transformer"])
+def test_beam_one_is_greedy(models, name):
+    model = models[name]
+    sources = [[3, 4, 5], [6, 7, 8, 9, 10], [11]]
+    greedy = translate(model, sources, bos=BOS, eos=EOS, max_len_a=2, max_len_b=3)
+    beam1 = translate(model, sources, bos=BOS, eos=EOS, method="beam", beam_size=1, max_len_a=2, max_len_b=3)
+    assert greedy == beam1
+    beam4 = translate(model, sources, bos=BOS, eos=EOS, method="beam", beam_size=4, max_len_a=2, max_len_b=3)
+    assert all(len(h) <= max_target_length(len(s), 2, 3) for h, s in zip(beam4, sources))
+
+
+def test_beam_search_scores_are_model_log_probabilities(models):
+    model = models["transformer"]
+    decoder = model.bind(np.array([[3, 4, 5]]))
+    res = beam_search(decoder, np.array([[BOS]]), 6, beam_size=3, stop_tokens=(EOS,))
+    seq = res.tokens[0, : res.lengths[0]]
+    logits = decoder(jnp.asarray(seq[None, :-1]))
+    lp = -float(token_nll(logits, jnp.asarray(seq[None, 1:])).sum())
+    assert res.log_probs[0] == pytest.approx(lp, abs=1e-4)
+
+
+def test_cross_attend_equals_multi_head_attention():
+    mha = MultiHeadAttention(16, 4, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 16))
+    mem = jax.random.normal(jax.random.key(2), (2, 7, 16))
+    mask = jnp.arange(7)[None] < jnp.array([[7], [4]])
+    ours, w = cross_attend(mha, x, cross_kv(mha, EncoderOutput(mem, mask)))
+    ref = mha(x, context=mem, mask=mask[:, None, None, :])
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert np.allclose(np.asarray(w)[1, :, :, 4:], 0) and np.allclose(np.asarray(w).sum(-1), 1, atol=1e-5)
+
+
+def test_additive_attention_against_numpy():
+    rng = np.random.default_rng(0)
+    q, k, v, va = rng.normal(size=(2, 6)), rng.normal(size=(2, 4, 6)), rng.normal(size=(2, 4, 3)), rng.normal(size=6)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], bool)
+    c, alpha = additive_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v, va)), jnp.asarray(mask))
+    e = np.tanh(k + q[:, None]) @ va
+    e = np.where(mask, e, -np.inf)
+    ref = np.exp(e - e.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    np.testing.assert_allclose(alpha, ref, atol=1e-5)
+    np.testing.assert_allclose(c, np.einsum("bs,bse->be", ref, v), atol=1e-5)
+
+
+def test_alignments(models):
+    src, tgt = _pairs()
+    b = make_batch(src, tgt)
+    for name, model in models.items():
+        a = np.asarray(model.alignments(b.src, b.src_mask, b.tgt_in))
+        if name == "lstm":  # no attention: one fixed context slot
+            assert a.shape[-1] == 1
+            continue
+        assert a.shape == (3, b.tgt_in.shape[1], b.src.shape[1])
+        np.testing.assert_allclose(a.sum(-1), 1, atol=1e-5)
+        assert np.all(a[1, :, 2:] == 0)  # padding gets no attention
+
+
+def test_bad_input(models):
+    model = models["transformer"]
+    with pytest.raises(ValueError, match="empty"):
+        translate(model, [[3, 4], []], bos=BOS, eos=EOS)
+    with pytest.raises(ValueError, match="at least one token"):
+        model.bind(np.array([[3, 4], [0, 0]]), np.array([[1, 1], [0, 0]], bool))
+    with pytest.raises(ValueError, match="max_source_len"):
+        model.encode(jnp.ones((1, model.max_source_len + 1), jnp.int32))
+    with pytest.raises(ValueError, match="source vocabulary"):
+        model.bind(np.array([[3, V_SRC + 5]]))
+    with pytest.raises(ValueError, match="context"):
+        model(jnp.ones((1, 3), jnp.int32), None, jnp.ones((1, model.context + 1), jnp.int32))
+    with pytest.raises(ValueError, match="method"):
+        translate(model, [[3]], bos=BOS, eos=EOS, method="magic")
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerSeq2Seq(5, 5, d_model=10, n_heads=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="positive"):
+        RNNSeq2Seq(0, 5, rngs=nnx.Rngs(0))
+
+
+def test_tiny_model_learns_reversal():
+    from lmbook.train import TrainConfig, Trainer
+
+    data = reversal_task(3000, vocab_size=10, min_len=2, max_len=6, seed=0)
+    test = reversal_task(200, vocab_size=10, min_len=2, max_len=6, seed=1)
+    model = RNNSeq2Seq(10, 10, embed_dim=32, hidden=64, cell="gru", context=8, max_source_len=6, rngs=nnx.Rngs(0))
+    cfg = TrainConfig(steps=400, learning_rate=1e-2, warmup_steps=20, grad_clip=1.0, steps_per_call=50,
+                      progress=False, data_parallel=False)
+    Trainer(model, seq2seq_loss, cfg).fit(parallel_sampler(data, 64, src_len=6, tgt_len=7))
+    out = translate(model, test.src, bos=BOS, eos=EOS)
+    exact = np.mean([o == t[1:-1] for o, t in zip(out, test.tgt)])
+    assert exact == 1.0

@@ -140,3 +140,18 @@ def test_dp_epsilon_pld_matches_the_analytic_gaussian_mechanism():
     assert dp_epsilon(0.0, 0.01, 10, delta) == math.inf
     with pytest.raises(ValueError, match="sample_rate"):
         dp_epsilon(1.0, 0.0, 10, delta)
+
+
+def test_exposure_checker():
+    from lmbook.checks.challenges import check_exposure
+
+    def good(secret, others):
+        others = np.asarray(others)
+        return math.log2(others.size + 1) - math.log2(1 + np.sum(others <= secret))
+
+    def ties_in_favour(secret, others):  # ties counted for the secret: wrong
+        others = np.asarray(others)
+        return math.log2(others.size + 1) - math.log2(1 + np.sum(others < secret))
+
+    assert check_exposure(good, verbose=False).passed
+    assert not check_exposure(ties_in_favour, verbose=False).passed

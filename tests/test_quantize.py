@@ -132,3 +132,22 @@ def test_quantize_model_gpt_memory_and_outputs():
 def test_quantize_model_needs_dense_layers():
     with pytest.raises(ValueError, match="no lmbook.nn.layers.Dense"):
         quantize_model(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+def test_checker_accepts_absmax_and_rejects_mistakes():
+    from lmbook.checks.challenges import check_absmax_quantize
+
+    assert check_absmax_quantize(lambda w, bits: np.asarray(dequantize(quantize(jnp.asarray(w), bits))),
+                                 verbose=False).passed
+
+    def per_tensor(w, bits):  # one scale for the whole kernel: wrong
+        q_max = 2 ** (bits - 1) - 1
+        s = np.abs(w).max() / q_max
+        return np.round(w / s) * s
+
+    def stub(w, bits):
+        raise NotImplementedError("your code here")
+
+    assert not check_absmax_quantize(per_tensor, verbose=False).passed
+    report = check_absmax_quantize(stub, verbose=False)
+    assert not report.passed and "NotImplementedError" in str(report)

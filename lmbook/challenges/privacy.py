@@ -60,12 +60,10 @@ def make_canaries(
     if n > len(alphabet) ** length:
         raise ValueError(f"only {len(alphabet) ** length} distinct secrets of length {length} exist, asked for {n}")
     rng = np.random.default_rng(seed)
-    secrets: list[str] = []
+    secrets: dict[str, None] = {}  # insertion-ordered set
     while len(secrets) < n:
-        s = "".join(rng.choice(list(alphabet), length))
-        if s not in secrets:
-            secrets.append(s)
-    return prefix, secrets
+        secrets.setdefault("".join(rng.choice(list(alphabet), length)), None)
+    return prefix, list(secrets)
 
 
 def plant(text: str, lines: Sequence[str], repeats: Sequence[int], *, seed: int = 0) -> str:

@@ -145,6 +145,7 @@ def generate(
     use_cache: bool = True,
     window_shift: int | None = None,
     max_len: int | None = None,
+    logits_processor: Any = None,
 ) -> Generation:
     """Continue one prompt or a batch of prompts with a decoder (Chapter 7).
 
@@ -176,6 +177,13 @@ def generate(
             Without the cache every token sees the last ``context`` tokens.
         max_len: size of the output buffer (default: the next power of two, at
             least 512); equal sizes share one compiled program.
+        logits_processor: an object with ``init(batch) -> state`` (a pytree whose
+            leaves have a leading batch axis), ``update(state, token) -> state``
+            (called for every token of a row, prompt included) and
+            ``__call__(scores, state) -> scores`` (applied to the ``(B, V)`` scores
+            before sampling or the greedy choice; ``-inf`` forbids a token). Used
+            by ``lmbook.challenges.control`` (Chapter 12). It is a static argument:
+            keep one object to reuse the compiled loop.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -226,6 +234,7 @@ def generate(
         use_top_k=top_k is not None,
         use_top_p=top_p is not None and top_p < 1.0,
         use_penalty=repetition_penalty != 1.0,
+        processor=logits_processor,
     )
     out, out_lengths = jax.device_get((out, out_lengths))
     width = int(out_lengths.max()) if batch else 0
@@ -234,11 +243,13 @@ def generate(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("graphdef", "prefill", "context", "shift", "use_cache", "use_top_k", "use_top_p", "use_penalty"),
+    static_argnames=(
+        "graphdef", "prefill", "context", "shift", "use_cache", "use_top_k", "use_top_p", "use_penalty", "processor",
+    ),
 )
 def _decode(
     graphdef, state, buf, prompt_lens, n_new, key, temperature, top_k, top_p, penalty, stops, pad,
-    *, prefill, context, shift, use_cache, use_top_k, use_top_p, use_penalty,
+    *, prefill, context, shift, use_cache, use_top_k, use_top_p, use_penalty, processor=None,
 ):
     batch, size = buf.shape
 
@@ -289,12 +300,16 @@ def _decode(
     done0 = jnp.zeros((batch,), bool) | (n_new == 0)
     lengths0 = jnp.where(n_new == 0, prompt_lens, jnp.minimum(prompt_lens, prefill)).astype(jnp.int32)
 
+    pstate0 = None
+    if processor is not None:
+        pstate0 = jax.lax.fori_loop(0, prefill, lambda i, s: processor.update(s, buf[:, i]), processor.init(batch))
+
     def cond(carry):
-        t, _, _, _, _, done, _, _ = carry
+        t, _, _, _, _, done, _, _, _ = carry
         return (t < total) & ~jnp.all(done)
 
     def body(carry):
-        t, b, cache, logits, key, done, seen, lengths = carry
+        t, b, cache, logits, key, done, seen, lengths, pstate = carry
         # Gumbel-max sampling (as ``jax.random.categorical``) with bits from XLA's RngBitGenerator, whose
         # state is carried through the loop: one op per step, where a threefry key would compile to two
         # small while loops per token on XLA:CPU.
@@ -304,6 +319,8 @@ def _decode(
         scores = logits.astype(jnp.float32)
         if use_penalty:
             scores = apply_repetition_penalty(scores, seen, penalty)
+        if processor is not None:
+            scores = processor(scores, pstate)
         safe_t = jnp.where(temperature > 0, temperature, 1.0)
         filtered = scores / safe_t
         if use_top_k:
@@ -317,6 +334,9 @@ def _decode(
         b = jax.lax.dynamic_update_slice_in_dim(b, token[:, None], t, axis=1)
         if use_penalty:
             seen = seen.at[rows[:, 0], token].max(in_prompt | active)
+        if processor is not None:
+            moved = processor.update(pstate, token)
+            pstate = jax.tree.map(lambda new, old: jnp.where(_rows(in_prompt | active, new), new, old), moved, pstate)
         is_stop = jnp.any(token[:, None] == stops[None, :], axis=-1)
         lengths = jnp.where(in_prompt | active, t + 1, lengths)
         done = done | (active & (is_stop | (t + 1 - prompt_lens >= n_new)))
@@ -324,12 +344,17 @@ def _decode(
             logits, cache = next_logits_cached(t, b, cache)
         else:
             logits = next_logits_recompute(t, b)
-        return t + 1, b, cache, logits, key, done, seen, lengths
+        return t + 1, b, cache, logits, key, done, seen, lengths, pstate
 
     rng_state = jax.random.bits(key, (4,), jnp.uint32)
-    carry = (jnp.int32(prefill), buf, cache0, logits0, rng_state, done0, seen0, lengths0)
-    _, b, _, _, _, _, _, lengths = jax.lax.while_loop(cond, body, carry)
+    carry = (jnp.int32(prefill), buf, cache0, logits0, rng_state, done0, seen0, lengths0, pstate0)
+    _, b, _, _, _, _, _, lengths, _ = jax.lax.while_loop(cond, body, carry)
     return b, lengths
+
+
+def _rows(mask: jax.Array, like: jax.Array) -> jax.Array:
+    """A ``(B,)`` mask shaped to broadcast against ``like`` ``(B, ...)``."""
+    return mask.reshape(mask.shape + (1,) * (like.ndim - 1))
 
 
 def _gumbel(bits: jax.Array) -> jax.Array:

@@ -307,3 +307,25 @@ def test_as_scorer_registry_and_errors(gpt):
     assert res.bits_per_char == pytest.approx(1.0)
     with pytest.raises(ValueError, match="stride"):
         ev.WindowScorer(gpt, stride=9)
+
+
+def test_check_ece_accepts_a_correct_answer_and_rejects_wrong_ones():
+    from lmbook.checks.evaluation import check_ece
+
+    def right(probs, targets, n_bins):
+        conf, hit = probs.max(1), (probs.argmax(1) == targets)
+        b = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+        return sum(abs(hit[b == i].mean() - conf[b == i].mean()) * (b == i).mean() for i in range(n_bins) if (b == i).any())
+
+    def unweighted(probs, targets, n_bins):  # forgets to weight the bins by their counts
+        conf, hit = probs.max(1), (probs.argmax(1) == targets)
+        b = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+        return np.mean([abs(hit[b == i].mean() - conf[b == i].mean()) for i in range(n_bins) if (b == i).any()])
+
+    def broken(probs, targets, n_bins):
+        raise NotImplementedError
+
+    assert check_ece(right, verbose=False).passed
+    assert not check_ece(unweighted, verbose=False).passed
+    report = check_ece(broken, verbose=False)
+    assert not report.passed and "NotImplementedError" in str(report)

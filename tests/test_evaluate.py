@@ -266,6 +266,7 @@ def test_sample_statistics_on_hand_examples():
     assert ev.ngram_overlap("the cat sat", "a cat sat down", 3) == pytest.approx(
         np.mean([g in "a cat sat down" for g in ["the", "he ", "e c", " ca", "cat", "at ", "t s", " sa", "sat"]]))
     assert ev.ngram_overlap([1, 2, 3, 4], [[9, 1, 2, 3], [3, 4]], 2) == pytest.approx(1.0)
+    np.testing.assert_allclose(ev.ngram_overlap(["cat sat", "dog ran", "x"], "the cat sat", 3), [1.0, 0.0, np.nan])
     rng = np.random.default_rng(0)
     s = "".join(rng.choice(list("ab"), 400))
     hashes = ev.ngram_hashes(s, 12)

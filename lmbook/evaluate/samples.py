@@ -79,12 +79,23 @@ def _as_list(reference: Any) -> list[Any]:
     return list(reference)
 
 
-def ngram_overlap(text: Any, reference: Any, n: int) -> float:
-    """Share of ``text``'s n-grams that occur anywhere in ``reference`` (one or several strings/id sequences)."""
-    refs = _as_list(reference)
-    ref = np.unique(np.concatenate([ngram_hashes(r, n) for r in refs]))
-    h = ngram_hashes(text, n)
-    if h.size == 0:
-        return float("nan")
-    pos = np.minimum(np.searchsorted(ref, h), max(ref.size - 1, 0))
-    return float(np.mean(ref[pos] == h)) if ref.size else 0.0
+def ngram_overlap(text: Any, reference: Any, n: int) -> Any:
+    """Share of ``text``'s n-grams that occur anywhere in ``reference`` (one or several strings/id sequences).
+
+    ``text`` may also be a list of texts: then the reference is indexed once and
+    an array with one share per text comes back. NaN for a text shorter than ``n``.
+    """
+    ref = np.unique(np.concatenate([ngram_hashes(r, n) for r in _as_list(reference)]))
+
+    def share(t: Any) -> float:
+        h = ngram_hashes(t, n)
+        if h.size == 0:
+            return float("nan")
+        if ref.size == 0:
+            return 0.0
+        pos = np.minimum(np.searchsorted(ref, h), ref.size - 1)
+        return float(np.mean(ref[pos] == h))
+
+    if isinstance(text, list) and text and not isinstance(text[0], (int, np.integer)):
+        return np.array([share(t) for t in text])
+    return share(text)

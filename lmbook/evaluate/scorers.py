@@ -89,12 +89,19 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([a, pad])
 
 
+_COMPILED: dict[Any, tuple[Any, Any]] = {}
+
+
 class _Neural:
     """Shared jitted forward pass over split state: logits -> log-softmax (float32) -> picked or full."""
 
     def __init__(self, model: nnx.Module, call: Callable[..., Any]) -> None:
         graphdef, state = nnx.split(model)
         self._state = state
+        key = (type(self), graphdef)  # one compilation per model structure, not per scorer
+        if key in _COMPILED:
+            self._picked, self._full = _COMPILED[key]
+            return
 
         def log_softmax(state: Any, *args: Any) -> tuple[jax.Array, Any]:
             m = nnx.merge(graphdef, state)
@@ -106,8 +113,20 @@ class _Neural:
             logp, extra = log_softmax(state, *args)
             return jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0], extra
 
-        self._picked = jax.jit(picked)
-        self._full = jax.jit(log_softmax)
+        self._picked, self._full = _COMPILED[key] = jax.jit(picked), jax.jit(log_softmax)
+
+    def _run(self, ids: Any, full: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
+        """$\\ln p$ of every token from position ``offset`` on (float64)."""
+        _no_condition(type(self).__name__, condition)
+        return self._run(ids, full=False)
+
+    def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
+        """``(len(ids) - offset, V)`` next-token log-probabilities, from the same passes as :meth:`log_probs`."""
+        _no_condition(type(self).__name__, condition)
+        return self._run(ids, full=True)
 
 
 class NGramScorer:
@@ -170,15 +189,6 @@ class ContextScorer(_Neural):
             out.append(np.asarray(res, np.float64)[: len(yb)])
         return np.concatenate(out)
 
-    def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
-        _no_condition("ContextScorer", condition)
-        return self._run(ids, full=False)
-
-    def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
-        """``(len(ids) - k, V)`` next-token log-probabilities."""
-        _no_condition("ContextScorer", condition)
-        return self._run(ids, full=True)
-
 
 class WindowScorer(_Neural):
     """Sliding-window (strided) evaluation of a fixed-context model ``(B, T) -> (B, T, V)`` (GPT, Chapter 7).
@@ -232,15 +242,6 @@ class WindowScorer(_Neural):
                 out.append(res[r, fi[r] : stop])
         return np.concatenate(out)
 
-    def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
-        _no_condition("WindowScorer", condition)
-        return self._run(ids, full=False)
-
-    def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
-        """``(len(ids) - 1, V)`` next-token log-probabilities, same windows as :meth:`log_probs`."""
-        _no_condition("WindowScorer", condition)
-        return self._run(ids, full=True)
-
 
 class RecurrentScorer(_Neural):
     """Stateful evaluation of a recurrent LM (``model(x, initial_state=, return_state=True)``, Chapter 5).
@@ -258,11 +259,8 @@ class RecurrentScorer(_Neural):
         self.chunk, self.streams, self.burn_in = int(chunk), int(streams), int(burn_in)
         if min(self.chunk, self.streams) < 1 or self.burn_in < 0:
             raise ValueError("chunk and streams must be >= 1 and burn_in >= 0")
-        self._initial = None
         super().__init__(model, lambda m, x, state: m(x, initial_state=state, return_state=True))
-        graphdef, _ = nnx.split(model)
-        self._zero_state = jax.jit(
-            lambda state, x: nnx.merge(graphdef, state)(x, return_state=True)[1])
+        self._graphdef = nnx.split(model)[0]
 
     def _run(self, ids: Any, full: bool) -> np.ndarray:
         ids = _as_ids(ids)
@@ -279,8 +277,9 @@ class RecurrentScorer(_Neural):
         pos = read[:, None] + np.arange(length)[None, :]     # input positions; the target is pos + 1
         x = np.where(pos < ids.size, ids[np.minimum(pos, ids.size - 1)], 0).astype(np.int32)
         y = np.where(pos + 1 < ids.size, ids[np.minimum(pos + 1, ids.size - 1)], 0).astype(np.int32)
-        state = self._zero_state(self._state, jnp.asarray(x[:, :1]))
-        state = jax.tree.map(jnp.zeros_like, state)
+        shapes = jax.eval_shape(  # the structure of the state, without running or compiling the model
+            lambda st, xs: nnx.merge(self._graphdef, st)(xs, return_state=True)[1], self._state, x[:, :1])
+        state = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
         pieces = []
         for c in range(0, length, self.chunk):
             xc = jnp.asarray(x[:, c : c + self.chunk])
@@ -292,15 +291,6 @@ class RecurrentScorer(_Neural):
         res = np.concatenate(pieces, axis=1)
         out = [res[s, begin[s] - 1 - read[s] : end[s] - 1 - read[s]] for s in range(S)]
         return np.concatenate(out)
-
-    def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
-        _no_condition("RecurrentScorer", condition)
-        return self._run(ids, full=False)
-
-    def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
-        """``(len(ids) - 1, V)`` next-token log-probabilities, read statefully."""
-        _no_condition("RecurrentScorer", condition)
-        return self._run(ids, full=True)
 
 
 _REGISTRY: list[tuple[type, Callable[..., Scorer]]] = []

@@ -1,0 +1,337 @@
+"""Scorers: one small adapter protocol that turns any model of the book into log-probabilities (Chapter 9).
+
+A :class:`Scorer` answers one question: given a sequence of token ids (and,
+for a conditional model, what it is conditioned on), what is
+$\\ln p(x_i \\mid x_{<i})$ for every position ``i >= offset``? ``offset`` is
+the number of leading tokens the model cannot predict (0 for an n-gram model,
+which predicts the first token from its unigram level; 1 for a GPT or an LSTM
+without a start token; the context size ``k`` for the MLP of Chapter 4).
+
+Adapters for the book's language models:
+
+* :class:`NGramScorer` (``lmbook.ngram.NGramLM``, Chapter 1);
+* :class:`ContextScorer` (``lmbook.nn.mlp.MLPLanguageModel``, Chapter 4): one
+  prediction per window of the previous ``k`` tokens;
+* :class:`RecurrentScorer` (``lmbook.nn.rnn.RecurrentLM``, Chapter 5):
+  *stateful* evaluation, the state carried from chunk to chunk, so every token
+  is predicted from everything before it;
+* :class:`WindowScorer` (``lmbook.nn.gpt.GPT``, Chapter 7): *sliding-window*
+  (strided) evaluation for a model with a fixed context ``T``: windows of
+  ``T`` tokens advance by ``stride``; each token is scored once, in the first
+  window that contains it, so it sees at least ``T - stride`` tokens of context.
+
+A model of another chapter (the encoder-decoder of Chapter 8) plugs in by
+writing a class with ``offset`` and ``log_probs(ids, condition)`` and, so that
+:func:`as_scorer` finds it, calling :func:`register_scorer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = [
+    "ContextScorer",
+    "NGramScorer",
+    "RecurrentScorer",
+    "Scorer",
+    "WindowScorer",
+    "as_scorer",
+    "register_scorer",
+]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What :func:`lmbook.evaluate.evaluate` needs from a model (Chapter 9).
+
+    ``log_probs(ids, condition)`` returns a float64 array of
+    $\\ln p(\\text{ids}[i] \\mid \\text{ids}[:i], \\text{condition})$ for
+    ``i = offset .. len(ids) - 1``. ``condition`` is ``None`` for a language
+    model; a conditional model (e.g. a translation model) receives its source there.
+    """
+
+    offset: int
+
+    def log_probs(self, ids: np.ndarray, condition: Any = None) -> np.ndarray: ...
+
+
+def _as_ids(ids: Any) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"a scorer takes a 1-D sequence of token ids, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"token ids must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _no_condition(name: str, condition: Any) -> None:
+    if condition is not None:
+        raise ValueError(f"{name} scores an unconditional language model; it got a condition")
+
+
+def _rows_for(needed: int, batch_size: int) -> int:
+    """Rows of a padded batch: the next power of two >= needed, at most batch_size (few shapes to compile)."""
+    rows = 1
+    while rows < needed:
+        rows *= 2
+    return min(rows, batch_size)
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    if a.shape[0] == rows:
+        return a
+    pad = np.zeros((rows - a.shape[0],) + a.shape[1:], dtype=a.dtype)
+    return np.concatenate([a, pad])
+
+
+_COMPILED: dict[Any, tuple[Any, Any]] = {}
+
+
+class _Neural:
+    """Shared jitted forward pass over split state: logits -> log-softmax (float32) -> picked or full."""
+
+    def __init__(self, model: nnx.Module, call: Callable[..., Any]) -> None:
+        graphdef, state = nnx.split(model)
+        self._state = state
+        key = (type(self), graphdef)  # one compilation per model structure, not per scorer
+        if key in _COMPILED:
+            self._picked, self._full = _COMPILED[key]
+            return
+
+        def log_softmax(state: Any, *args: Any) -> tuple[jax.Array, Any]:
+            m = nnx.merge(graphdef, state)
+            m.eval()  # dropout off on the copy; the caller's model is untouched
+            logits, extra = call(m, *args)
+            return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), extra
+
+        def picked(state: Any, targets: jax.Array, *args: Any) -> tuple[jax.Array, Any]:
+            logp, extra = log_softmax(state, *args)
+            return jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0], extra
+
+        self._picked, self._full = _COMPILED[key] = jax.jit(picked), jax.jit(log_softmax)
+
+    def _run(self, ids: Any, full: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
+        """$\\ln p$ of every token from position ``offset`` on (float64)."""
+        _no_condition(type(self).__name__, condition)
+        return self._run(ids, full=False)
+
+    def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
+        """``(len(ids) - offset, V)`` next-token log-probabilities, from the same passes as :meth:`log_probs`."""
+        _no_condition(type(self).__name__, condition)
+        return self._run(ids, full=True)
+
+
+class NGramScorer:
+    """Scores with a fitted :class:`lmbook.ngram.NGramLM` (offset 0: the first token gets its unigram probability).
+
+    Fit the model on token ids (``NGramLM(...).fit(np.asarray(tok.encode(text)))``), or on
+    a string together with the character tokenizer it was built with (``tokenizer=``),
+    which turns ids back into characters.
+    """
+
+    offset = 0
+
+    def __init__(self, model: Any, tokenizer: Any = None) -> None:
+        model._check_fitted()
+        self.model = model
+        self.tokenizer = tokenizer
+        if model._kind == "str" and tokenizer is None:
+            raise ValueError("this n-gram model was fitted on a string: pass tokenizer=... to map ids to characters")
+
+    def _symbols(self, ids: np.ndarray) -> Any:
+        return self.tokenizer.decode(ids) if self.model._kind == "str" else ids
+
+    def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
+        _no_condition("NGramScorer", condition)
+        return self.model.log_probs(self._symbols(_as_ids(ids)))
+
+    def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
+        """``(len(ids), V)`` log-probabilities over the n-gram model's vocabulary (its own id order)."""
+        _no_condition("NGramScorer", condition)
+        return np.log(self.model.distributions(self._symbols(_as_ids(ids))))
+
+
+class ContextScorer(_Neural):
+    """Scores with a model that maps the previous ``k`` tokens ``(B, k)`` to next-token logits ``(B, V)``
+    (the MLP of Chapter 4). Offset ``k``: the first ``k`` tokens have no full context."""
+
+    def __init__(self, model: nnx.Module, *, batch_size: int = 4096) -> None:
+        self.offset = int(model.context)
+        self.batch_size = int(batch_size)
+        super().__init__(model, lambda m, x: (m(x), None))
+
+    def _windows(self, ids: np.ndarray) -> np.ndarray:
+        k = self.offset
+        idx = np.arange(ids.size - k)[:, None] + np.arange(k)[None, :]
+        return ids[idx].astype(np.int32)
+
+    def _run(self, ids: Any, full: bool) -> np.ndarray:
+        ids = _as_ids(ids)
+        if ids.size <= self.offset:
+            return np.zeros((0,) if not full else (0, 0))
+        x, y = self._windows(ids), ids[self.offset :].astype(np.int32)
+        out = []
+        for s in range(0, len(y), self.batch_size):
+            xb, yb = x[s : s + self.batch_size], y[s : s + self.batch_size]
+            rows = _rows_for(len(yb), self.batch_size)
+            if full:
+                res = self._full(self._state, jnp.asarray(_pad_rows(xb, rows)))[0]
+            else:
+                res = self._picked(self._state, jnp.asarray(_pad_rows(yb, rows)), jnp.asarray(_pad_rows(xb, rows)))[0]
+            out.append(np.asarray(res, np.float64)[: len(yb)])
+        return np.concatenate(out)
+
+
+class WindowScorer(_Neural):
+    """Sliding-window (strided) evaluation of a fixed-context model ``(B, T) -> (B, T, V)`` (GPT, Chapter 7).
+
+    Window ``j`` reads tokens ``[j s, j s + T)`` and predicts positions
+    ``j s + 1 .. j s + T``; a position is scored in the first window that
+    predicts it. ``stride = T`` tiles the text with disjoint windows (cheapest:
+    a token sees between 0 and ``T - 1`` tokens of context, ``T/2`` on
+    average); ``stride = 1`` gives every token the full ``T - 1`` tokens (``T``
+    times the cost). Offset 1.
+    """
+
+    offset = 1
+
+    def __init__(self, model: nnx.Module, *, context: int | None = None, stride: int | None = None,
+                 batch_size: int = 32) -> None:
+        self.context = int(context or model.context)
+        self.stride = int(stride or self.context)
+        if not 1 <= self.stride <= self.context:
+            raise ValueError(f"stride must lie in 1..context={self.context}, got {self.stride}")
+        self.batch_size = int(batch_size)
+        super().__init__(model, lambda m, x: (m(x), None))
+
+    def plan(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window starts and, per window, the first of its ``T`` outputs that is scored (the rest came earlier)."""
+        T, s = self.context, self.stride
+        if n < 2:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        n_windows = 1 + max(0, -(-(n - 1 - T) // s))
+        starts = np.arange(n_windows) * s
+        first = np.where(starts == 0, 0, T - s)  # outputs before T - s were scored by the previous window
+        return starts, first
+
+    def _run(self, ids: Any, full: bool) -> np.ndarray:
+        ids = _as_ids(ids)
+        n, T = ids.size, self.context
+        starts, first = self.plan(n)
+        if starts.size == 0:
+            return np.zeros((0,) if not full else (0, 0))
+        padded = np.zeros(starts[-1] + T + 1, np.int32)
+        padded[:n] = ids
+        out = []
+        for b in range(0, len(starts), self.batch_size):
+            st, fi = starts[b : b + self.batch_size], first[b : b + self.batch_size]
+            win = padded[st[:, None] + np.arange(T + 1)[None, :]]
+            rows = _rows_for(len(st), self.batch_size)
+            x, y = jnp.asarray(_pad_rows(win[:, :-1], rows)), jnp.asarray(_pad_rows(win[:, 1:], rows))
+            res = np.asarray(self._full(self._state, x)[0] if full else self._picked(self._state, y, x)[0], np.float64)
+            for r in range(len(st)):
+                stop = min(T, n - 1 - st[r])  # outputs that predict a real token
+                out.append(res[r, fi[r] : stop])
+        return np.concatenate(out)
+
+
+class RecurrentScorer(_Neural):
+    """Stateful evaluation of a recurrent LM (``model(x, initial_state=, return_state=True)``, Chapter 5).
+
+    The sequence is read in chunks of ``chunk`` tokens and the state is carried
+    across chunks, so every token is predicted from *all* tokens before it.
+    With ``streams > 1`` the targets are cut into that many contiguous parts
+    read side by side as one batch (faster); each part first reads the
+    ``burn_in`` tokens before it, unscored, to warm up its state. Offset 1.
+    """
+
+    offset = 1
+
+    def __init__(self, model: nnx.Module, *, chunk: int = 256, streams: int = 1, burn_in: int = 256) -> None:
+        self.chunk, self.streams, self.burn_in = int(chunk), int(streams), int(burn_in)
+        if min(self.chunk, self.streams) < 1 or self.burn_in < 0:
+            raise ValueError("chunk and streams must be >= 1 and burn_in >= 0")
+        super().__init__(model, lambda m, x, state: m(x, initial_state=state, return_state=True))
+        self._graphdef = nnx.split(model)[0]
+
+    def _run(self, ids: Any, full: bool) -> np.ndarray:
+        ids = _as_ids(ids)
+        m = ids.size - 1  # targets at positions 1..n-1
+        if m < 1:
+            return np.zeros((0,) if not full else (0, 0))
+        S = min(self.streams, m)
+        part = -(-m // S)
+        begin = 1 + np.arange(S) * part                      # first scored position of each stream
+        end = np.minimum(begin + part, ids.size)
+        read = np.maximum(begin - 1 - self.burn_in, 0)       # first input position of each stream
+        length = int((end - read).max())
+        length = -(-length // self.chunk) * self.chunk
+        pos = read[:, None] + np.arange(length)[None, :]     # input positions; the target is pos + 1
+        x = np.where(pos < ids.size, ids[np.minimum(pos, ids.size - 1)], 0).astype(np.int32)
+        y = np.where(pos + 1 < ids.size, ids[np.minimum(pos + 1, ids.size - 1)], 0).astype(np.int32)
+        shapes = jax.eval_shape(  # the structure of the state, without running or compiling the model
+            lambda st, xs: nnx.merge(self._graphdef, st)(xs, return_state=True)[1], self._state, x[:, :1])
+        state = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+        pieces = []
+        for c in range(0, length, self.chunk):
+            xc = jnp.asarray(x[:, c : c + self.chunk])
+            if full:
+                res, state = self._full(self._state, xc, state)
+            else:
+                res, state = self._picked(self._state, jnp.asarray(y[:, c : c + self.chunk]), xc, state)
+            pieces.append(np.asarray(res, np.float64))
+        res = np.concatenate(pieces, axis=1)
+        out = [res[s, begin[s] - 1 - read[s] : end[s] - 1 - read[s]] for s in range(S)]
+        return np.concatenate(out)
+
+
+_REGISTRY: list[tuple[type, Callable[..., Scorer]]] = []
+
+
+def register_scorer(model_type: type, factory: Callable[..., Scorer]) -> None:
+    """Teach :func:`as_scorer` a new model class: ``factory(model, **options) -> Scorer`` (Chapter 9).
+
+    Later registrations win, so a chapter can override a built-in adapter.
+    """
+    _REGISTRY.insert(0, (model_type, factory))
+
+
+def _builtins() -> None:
+    if _REGISTRY:
+        return
+    from lmbook.ngram import NGramLM
+    from lmbook.nn.gpt import GPT
+    from lmbook.nn.mlp import MLPLanguageModel
+    from lmbook.nn.rnn import RecurrentLM
+
+    _REGISTRY.extend([(NGramLM, NGramScorer), (MLPLanguageModel, ContextScorer),
+                      (RecurrentLM, RecurrentScorer), (GPT, WindowScorer)])
+
+
+def as_scorer(model: Any, **options: Any) -> Scorer:
+    """The :class:`Scorer` for a model of the book, or ``model`` itself if it already is one (Chapter 9).
+
+    ``options`` go to the adapter (``stride=`` for a GPT, ``chunk=``/``streams=`` for
+    an RNN, ``tokenizer=`` for an n-gram model fitted on a string).
+    """
+    _builtins()
+    for model_type, factory in _REGISTRY:
+        if isinstance(model, model_type):
+            return factory(model, **options)
+    if isinstance(model, Scorer):
+        if options:
+            raise TypeError(f"{type(model).__name__} is already a scorer; options {sorted(options)} cannot apply")
+        return model
+    known = ", ".join(t.__name__ for t, _ in _REGISTRY)
+    raise TypeError(
+        f"no scorer for a {type(model).__name__}: pass one of {known}, an object with `offset` and "
+        "`log_probs(ids, condition)`, or call lmbook.evaluate.register_scorer(YourModel, YourScorer)"
+    )

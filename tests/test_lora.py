@@ -144,3 +144,21 @@ def test_adapter_save_and_load_round_trip(tmp_path):
         load_adapter(other, where)
     with pytest.raises(FileNotFoundError):
         load_adapter(fresh, tmp_path / "missing")
+
+
+def test_lora_exercise_checker_accepts_lmbook_and_rejects_wrong_answers():
+    from lmbook.checks.lora import check_lora_forward
+
+    def with_lmbook(x, kernel, bias, lora_a, lora_b, alpha):
+        layer = LoRADense(kernel.shape[0], kernel.shape[1], rank=lora_a.shape[1], alpha=alpha, rngs=nnx.Rngs(0))
+        layer.kernel[...], layer.bias[...], layer.lora_a[...], layer.lora_b[...] = kernel, bias, lora_a, lora_b
+        return layer(jnp.asarray(x))
+
+    assert check_lora_forward(with_lmbook, verbose=False).passed
+    no_scale = check_lora_forward(lambda x, w, b, a, bb, alpha: x @ w + b + x @ a @ bb, verbose=False)
+    assert not no_scale.passed and any(ok for _, ok, _ in no_scale.results)  # right only where alpha = r or B = 0
+
+    def stub(*args):
+        raise NotImplementedError("your code here")
+
+    assert "NotImplementedError" in str(check_lora_forward(stub, verbose=False))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmbook.data.batching import eval_windows, lm_batch, num_eval_targets, pad_batch, shuffled_batches
+from lmbook.data.batching import eval_windows, lm_batch, num_eval_targets, pad_batch, sample_rows, shuffled_batches
 
 
 def _tokens(n=500, vocab=50, seed=0):
@@ -137,3 +137,19 @@ def test_shuffled_batches_is_a_seeded_permutation():
     np.testing.assert_array_equal(a, b)
     assert sorted(a.tolist()) == list(range(10))
     assert [len(i) for i in shuffled_batches(10, 3, 1, drop_remainder=True)] == [3, 3, 3]
+
+
+def test_sample_rows_draws_aligned_rows_from_a_pool_and_vmaps_over_pools():
+    ids = np.arange(20).reshape(10, 2)
+    labels = np.arange(10) * 10
+    ids_b, labels_b = sample_rows((ids, labels), jax.random.key(0), 64)
+    assert ids_b.shape == (64, 2) and labels_b.shape == (64,)
+    np.testing.assert_array_equal(np.asarray(ids_b)[:, 0] * 5, np.asarray(labels_b))  # rows stay aligned
+    pools = np.array([[7, 3, 0, 0], [1, 2, 5, 9]])
+    sizes = np.array([2, 4])
+    keys = jax.random.split(jax.random.key(1), 2)
+    out = jax.jit(jax.vmap(lambda k, p, n: sample_rows(labels, k, 200, pool=p, pool_size=n)))(keys, pools, sizes)
+    assert set(np.asarray(out[0]).tolist()) == {70, 30}
+    assert set(np.asarray(out[1]).tolist()) == {10, 20, 50, 90}
+    with pytest.raises(ValueError, match="same number of rows"):
+        sample_rows((ids, labels[:5]), jax.random.key(0), 4)

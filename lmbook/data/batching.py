@@ -6,7 +6,8 @@ position, so every position of a window is one next-token prediction.
 Chapter 4 samples those windows inside a jitted training step
 (:func:`lm_batch`), Chapter 9 evaluates on every held-out token exactly once
 (:func:`eval_windows`), and Chapters 8 and 10 pad variable-length sentences
-(:func:`pad_batch`).
+(:func:`pad_batch`); Chapter 10 draws labelled sentences from subsets of
+several sizes inside a jitted step (:func:`sample_rows`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["eval_windows", "lm_batch", "num_eval_targets", "pad_batch", "shuffled_batches"]
+__all__ = ["eval_windows", "lm_batch", "num_eval_targets", "pad_batch", "sample_rows", "shuffled_batches"]
 
 
 def _check_positive(name: str, value: Any) -> int:
@@ -222,3 +223,30 @@ def shuffled_batches(
     stop = (n // batch_size) * batch_size if drop_remainder else n
     for b0 in range(0, stop, batch_size):
         yield order[b0 : min(b0 + batch_size, stop)]
+
+
+def sample_rows(
+    arrays: Any, key: jax.Array, batch_size: int, *, pool: Any = None, pool_size: Any = None
+) -> Any:
+    """Random rows, drawn with replacement, of aligned arrays such as ``(ids, mask, labels)`` (Chapter 10).
+
+    Pure JAX and jittable (``batch_size`` static). Without ``pool`` every row can be
+    drawn; with ``pool`` (1-D row indices, e.g. a labelled subset) only
+    ``pool[:pool_size]`` can. A padded ``pool`` with a traced ``pool_size`` lets
+    ``jax.vmap`` draw batches for subsets of different sizes in one call.
+
+    Returns:
+        The same structure as ``arrays`` with ``batch_size`` rows each.
+    """
+    batch_size = _check_positive("batch_size", batch_size)
+    leaves = jax.tree.leaves(arrays)
+    if not leaves or len({np.shape(x)[0] for x in leaves}) != 1:
+        raise ValueError(f"sample_rows needs arrays with the same number of rows, got shapes "
+                         f"{[np.shape(x) for x in leaves]}")
+    if pool is None:
+        rows = jax.random.randint(key, (batch_size,), 0, np.shape(leaves[0])[0])
+    else:
+        pool = jnp.asarray(pool)
+        size = pool.shape[0] if pool_size is None else pool_size
+        rows = pool[jax.random.randint(key, (batch_size,), 0, size)]
+    return jax.tree.map(lambda x: jnp.take(jnp.asarray(x), rows, axis=0), arrays)

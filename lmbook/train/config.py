@@ -57,6 +57,9 @@ class TrainConfig:
             NaN or infinite.
         tokens_per_batch: predicted tokens in one batch, for the tokens/s metric; ``None``
             counts the elements of the batch's last integer array (its targets).
+        trainable: an NNX filter choosing the parameters to train (Chapter 10), e.g.
+            ``nnx.LoRAParam`` or ``lmbook.nn.heads.trainable("head.*")``; the others stay
+            frozen (no gradient, no optimiser state). ``None`` trains every ``nnx.Param``.
     """
 
     steps: int = 1000
@@ -84,6 +87,7 @@ class TrainConfig:
     data_parallel: bool | Literal["auto"] = "auto"
     nan_guard: bool = True
     tokens_per_batch: int | None = None
+    trainable: Any = None
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:

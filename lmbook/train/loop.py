@@ -92,12 +92,15 @@ class Trainer:
             self.policy = runtime.DTypePolicy(jnp.float32, jnp.dtype(cfg.precision).type)
         self._mixed = jnp.dtype(self.policy.compute_dtype) != jnp.dtype(self.policy.param_dtype)
 
+        # Trained parameters; frozen ones (config.trainable) travel with the rest of the state.
+        self._wrt = nnx.Param if cfg.trainable is None else nnx.All(nnx.Param, cfg.trainable)
         model.train()
-        self._train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self._train_graphdef, params, rest = nnx.split(model, self._wrt, ...)
         model.eval()
-        self._eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+        self._eval_graphdef = nnx.split(model, self._wrt, ...)[0]
         if not jax.tree.leaves(params):
-            raise ValueError("the model has no nnx.Param to train")
+            raise ValueError("the model has no nnx.Param to train" if cfg.trainable is None else
+                             f"TrainConfig.trainable={cfg.trainable!r} selects no parameter of the model")
 
         if mesh is None and cfg.data_parallel == "auto" and jax.device_count() > 1:
             mesh = runtime.make_mesh()
@@ -140,7 +143,7 @@ class Trainer:
         compute_params = self.policy.cast_compute(params) if self._mixed else jax.tree.map(lambda x: x, params)
         model = nnx.merge(graphdef, compute_params, rest)
         loss, metrics = _split_output(self.loss_fn(model, batch))
-        new_rest = nnx.split(model, nnx.Param, ...)[2]
+        new_rest = nnx.split(model, self._wrt, ...)[2]
         return loss, (metrics, new_rest)
 
     def _train_step(self, state: Any, batch: Any, step: jax.Array) -> tuple[Any, dict[str, jax.Array]]:

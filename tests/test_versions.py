@@ -128,3 +128,14 @@ def test_setup_cell_installs_lmbook_alone_when_the_runtime_is_recent(shell, monk
     result = run_setup_cell(shell, NEW, monkeypatch)
     assert result.error_in_exec is None, result.error_in_exec
     assert shell.pip_calls == ['install -q "lmbook @ git+https://github.com/lmbook/lmbook" ', "setup {'seed': 0}"]
+
+
+def test_setup_cell_lexes_as_python_for_the_book_build():
+    # Sphinx highlights the cell with Pygments; an error token (e.g. IPython's "$name") is a
+    # warning, and the book is built with warnings as errors.
+    lexers = pytest.importorskip("pygments.lexers")
+    from pygments.token import Error
+
+    cell = sync_setup_cells.setup_cell_source("https://github.com/lmbook/lmbook", "seed=0", ROOT)
+    bad = [text for kind, text in lexers.PythonLexer().get_tokens(cell) if kind in Error]
+    assert bad == []

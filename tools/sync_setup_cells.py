@@ -71,7 +71,7 @@ def setup_cell_source(url: str, setup_args: str = "seed=0", root: Path = ROOT) -
         f"        {minimums},\n"
         "    })\n"
         "    _pins = \" \".join(f\"'{r}'\" for r in _upgrades)\n"
-        f'    %pip install -q "lmbook @ git+{url}" $_pins\n'
+        f'    %pip install -q "lmbook @ git+{url}" {{_pins}}\n'
         "    if _upgrades:\n"
         "        raise SystemExit(\n"
         "            f\"Upgraded {', '.join(_upgrades)} for lmbook. Restart the runtime (Colab: Runtime >\"\n"

@@ -3,6 +3,8 @@
 Submodules are imported lazily (``lmbook.data``, ``lmbook.runtime`` ...), so
 ``import lmbook`` stays fast and does not initialise JAX before a chapter has
 had the chance to ask for simulated CPU devices (see ``lmbook.runtime``).
+It does check, at once, that JAX, Flax and the rest are recent enough
+(``lmbook._versions``), and says how to upgrade them when they are not.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lmbook import _versions
+
 __version__ = "0.1.0"
+_versions.check()
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,10 @@ def test_jit_matches_jax_jit_on_both_sides_of_the_threshold(monkeypatch, thresho
     np.testing.assert_allclose(fast(a, b), jax.jit(f)(a, b), rtol=1e-6, atol=1e-6)
     if jax.default_backend() == "cpu":
         options = xla_cpu.compiler_options(1.0)
-        assert (options is not None) == (threshold == 0.0)
+        if xla_cpu._unsupported:  # a jaxlib without the option (before 0.10): plain compilation
+            assert options is None
+        else:
+            assert (options is not None) == (threshold == 0.0)
         compiled = fast.lower(a, b).compile(compiler_options=options)
         assert "__ynn_fusion" not in compiled.as_text() or options is None
 

@@ -1,16 +1,22 @@
 """Write the standard setup cell and Colab badge into every chapter notebook.
 
-The repository address lives in one place, ``_config.yml`` (``repository.url``);
-run ``python tools/sync_setup_cells.py`` after changing it or after adding a
+The repository address lives in one place, ``_config.yml`` (``repository.url``),
+and the oldest versions lmbook runs with in another, ``pyproject.toml``'s
+``[project] dependencies`` (the cell upgrades older ones it finds, with the
+function ``upgrades_needed`` of ``lmbook/_versions.py`` copied into it). Run
+``python tools/sync_setup_cells.py`` after changing either or after adding a
 chapter. ``--check`` only reports notebooks that differ (exit 1), as the tests do.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import inspect
 import json
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +32,51 @@ def repository_url(root: Path = ROOT) -> tuple[str, str]:
     return url.rstrip("/"), branch
 
 
-def setup_cell_source(url: str, setup_args: str = "seed=0") -> str:
-    """The setup cell: install lmbook when missing (Colab), seed, report devices."""
+def minimum_versions(root: Path = ROOT) -> dict[str, str]:
+    """{distribution: oldest version} from ``pyproject.toml``'s ``[project] dependencies``."""
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    found = {}
+    for dep in deps:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)(?:\s*,\s*<[^,;]+)?", dep.strip())
+        if not m:
+            raise ValueError(f"pyproject.toml: cannot read a lower bound from {dep!r} (write it as 'name>=version')")
+        found[m.group(1)] = m.group(2)
+    return found
+
+
+def upgrade_function_source(root: Path = ROOT) -> str:
+    """The source of ``lmbook._versions.upgrades_needed``, loaded without importing lmbook."""
+    spec = importlib.util.spec_from_file_location("_lmbook_versions", root / "lmbook" / "_versions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return inspect.getsource(module.upgrades_needed)
+
+
+def setup_cell_source(url: str, setup_args: str = "seed=0", root: Path = ROOT) -> str:
+    """The setup cell: install lmbook when missing (Colab), upgrading what is too old; seed; report devices."""
+    function = "".join("    " + line if line.strip() else line for line in upgrade_function_source(root).splitlines(True))
+    pairs = [f'"{name}": "{low}"' for name, low in minimum_versions(root).items()]
+    minimums = ", ".join(pairs[:4]) + ",\n        " + ", ".join(pairs[4:])
     return (
         "# Setup, the same in every chapter: install lmbook if it is missing (e.g. on Colab),\n"
-        "# then seed the generators and print the devices JAX sees.\n"
+        "# then seed the generators and print the devices JAX sees. Packages older than lmbook\n"
+        "# needs are upgraded in the same pip call; the runtime then needs one restart.\n"
         "import importlib.util\n"
         "\n"
         'if importlib.util.find_spec("lmbook") is None:\n'
-        f'    %pip install -q "lmbook @ git+{url}"\n'
+        "\n"
+        f"{function}"
+        "\n"
+        "    _upgrades = upgrades_needed({\n"
+        f"        {minimums},\n"
+        "    })\n"
+        "    _pins = \" \".join(f\"'{r}'\" for r in _upgrades)\n"
+        f'    %pip install -q "lmbook @ git+{url}" {{_pins}}\n'
+        "    if _upgrades:\n"
+        "        raise SystemExit(\n"
+        "            f\"Upgraded {', '.join(_upgrades)} for lmbook. Restart the runtime (Colab: Runtime >\"\n"
+        "            \" Restart session; Jupyter: Kernel > Restart), then run this cell again.\"\n"
+        "        )\n"
         "import lmbook\n"
         "\n"
         f"lmbook.runtime.setup({setup_args})"
@@ -75,7 +117,8 @@ def sync(notebook: Path, url: str, branch: str, check: bool) -> list[str]:
         problems.append("has no code cell")
     elif _source(code[0]) != want:
         problems.append("first code cell is not the standard setup cell")
-        code[0]["source"] = want
+        # keep the notebook's way of storing sources (one string, or a list of lines)
+        code[0]["source"] = want.splitlines(True) if isinstance(code[0].get("source"), list) else want
     md = [c for c in nb["cells"] if c["cell_type"] == "markdown"]
     want_badge = badge(url, branch, notebook)
     if md:

@@ -31,6 +31,14 @@ def _weights(seed: int, in_features: int, hidden: int, gates: int, batch: tuple[
     )
 
 
+def _replace(var: Any, value: jax.Array) -> None:
+    """Put a concrete array into a Variable made by ``nnx.eval_shape`` (Flax 0.12.0 has no ``set_value``)."""
+    if hasattr(type(var), "set_value"):
+        var.set_value(value)
+    else:
+        var.value = value
+
+
 def _cell(kind: str, w_x: jax.Array, w_h: jax.Array, b: jax.Array, **kwargs: Any) -> Any:
     from flax import nnx
 
@@ -39,9 +47,9 @@ def _cell(kind: str, w_x: jax.Array, w_h: jax.Array, b: jax.Array, **kwargs: Any
     # abstract construction (no initialisers run, nothing to compile), then the given weights
     cell = nnx.eval_shape(lambda: rnn.make_cell(kind, w_x.shape[0], w_h.shape[0], rngs=nnx.Rngs(0), **kwargs))
     for var, value in ((cell.w_x, w_x), (cell.w_h, w_h), (cell.b, b)):
-        var.set_value(jnp.asarray(value, jnp.float32))
+        _replace(var, jnp.asarray(value, jnp.float32))
     if getattr(cell, "b_hn", None) is not None:
-        cell.b_hn.set_value(jnp.zeros((w_h.shape[0],), jnp.float32))
+        _replace(cell.b_hn, jnp.zeros((w_h.shape[0],), jnp.float32))
     return cell
 
 

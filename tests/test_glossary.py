@@ -25,7 +25,9 @@ KEY_TERMS = [
     "attention", "self-attention", "multi-head attention", "causal mask", "positional encoding",
     "residual connection", "layer normalisation", "Transformer", "masked language model", "GPT",
     "greedy decoding", "temperature", "top-k sampling", "nucleus sampling", "beam search",
-    "KV cache",
+    "KV cache", "sequence to sequence", "teacher forcing", "cross-attention", "BLEU", "calibration",
+    "contamination", "pre-training", "fine-tuning", "LoRA", "quantisation", "deduplication",
+    "differential privacy", "interpretability",
 ]
 
 

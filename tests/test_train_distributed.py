@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from train_support import have_shakespeare
 
-from lmbook.data import datasets
 from lmbook.train.distributed import global_batch, launch, local_rows
 
 
@@ -21,15 +21,8 @@ def test_local_rows_partition_the_global_batch():
         local_rows((x, y), 0, 3)
 
 
-def _have_shakespeare() -> bool:
-    try:
-        datasets.path("tinyshakespeare.txt", download=False)
-        return True
-    except datasets.DataError:
-        return False
 
-
-@pytest.mark.skipif(not _have_shakespeare(), reason="Tiny Shakespeare not available offline (set LMBOOK_DATA_DIR)")
+@pytest.mark.skipif(not have_shakespeare(), reason="Tiny Shakespeare not available offline (set LMBOOK_DATA_DIR)")
 def test_two_processes_give_the_single_process_losses():
     # Same global batches, same initialisation: only the order of the gradient sum differs
     # (an all-reduce of two halves), so float32 losses agree to ~1e-7; we allow 1e-5.

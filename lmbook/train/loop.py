@@ -314,7 +314,7 @@ class Trainer:
     def _check_batch(self, signature: Any) -> None:
         if self.mesh is None:
             return
-        devices = self.mesh.shape["data"] // jax.process_count()  # each process feeds its own rows
+        devices = max(1, self.mesh.shape["data"] // jax.process_count())  # each process feeds its own rows
         for shape, _ in signature[1]:
             if shape and shape[0] % devices:
                 raise ValueError(

@@ -48,6 +48,7 @@ def test_memory_breakdown_adds_up_and_checks_the_optimizer():
     n = param_count_formula(cfg)
     assert (m.params, m.grads, m.optimizer) == (4 * n, 4 * n, 8 * n)
     assert m.total == m.params + m.grads + m.optimizer + m.activations
+    assert m.activations == activation_bytes(cfg, 8) == 2 * activation_bytes(cfg, 4)
     half = memory_breakdown(cfg, 8, compute_bytes=2)
     assert half.activations * 2 == m.activations and half.params == m.params
     assert memory_breakdown(cfg, 8, optimizer="sgd").optimizer == 0

@@ -14,10 +14,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-import pytest
-from jax.sharding import PartitionSpec as P
-
 SCRIPT = textwrap.dedent(
     """
     import lmbook.runtime as rt

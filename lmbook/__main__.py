@@ -1,4 +1,5 @@
-"""Command line: ``python -m lmbook data list | fetch [NAMES] [--to DIR] | verify [DIR]``.
+"""Command line: ``python -m lmbook data list | fetch [NAMES] [--to DIR] | verify [DIR]`` and
+``python -m lmbook train-distributed --processes 2 [--steps N ...]`` (Chapter 11).
 
 For workshops: fetch every data set once on a machine with internet access,
 copy the folder around, verify it, and point ``LMBOOK_DATA_DIR`` at it.
@@ -72,6 +73,25 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_distributed(args: argparse.Namespace) -> int:
+    import json
+
+    from lmbook.train import distributed
+
+    sizes = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--context", str(args.context),
+             "--n-layers", str(args.n_layers), "--d-model", str(args.d_model)]
+    if args.process_id is None:  # the launcher: start the workers on this machine
+        losses = distributed.launch(args.processes, sizes)
+        print("LOSSES " + json.dumps(losses))
+        return 0
+    distributed.initialize(args.coordinator, args.processes, args.process_id)
+    losses = distributed.train_worker(steps=args.steps, batch_size=args.batch_size, context=args.context,
+                                      n_layers=args.n_layers, d_model=args.d_model)
+    if args.process_id == 0:
+        print("LOSSES " + json.dumps(losses))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lmbook", description="lmbook command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify = dsub.add_parser("verify", help="check every registry file found in a folder")
     verify.add_argument("dir", nargs="?", type=Path, default=None, help=f"folder (default: ${ds.ENV_OFFLINE} or the cache)")
     verify.set_defaults(func=_cmd_verify)
+    dist = sub.add_parser("train-distributed", help="train a character GPT with several processes (jax.distributed)")
+    dist.add_argument("--processes", type=int, default=2, help="number of processes (default 2)")
+    dist.add_argument("--process-id", type=int, default=None, help="set by the launcher for each worker")
+    dist.add_argument("--coordinator", default=None, help="host:port of process 0 (set by the launcher)")
+    dist.add_argument("--steps", type=int, default=5)
+    dist.add_argument("--batch-size", type=int, default=8, help="global batch size (split over processes)")
+    dist.add_argument("--context", type=int, default=32)
+    dist.add_argument("--n-layers", type=int, default=2)
+    dist.add_argument("--d-model", type=int, default=64)
+    dist.set_defaults(func=_cmd_train_distributed)
     return parser
 
 

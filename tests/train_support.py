@@ -52,3 +52,14 @@ def fixed_batches(n: int, seed: int = 1):
 
 def params_of(model):
     return jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+
+
+def have_shakespeare() -> bool:
+    """True when Tiny Shakespeare is available offline (tests that train on it skip otherwise)."""
+    from lmbook.data import datasets
+
+    try:
+        datasets.path("tinyshakespeare.txt", download=False)
+        return True
+    except datasets.DataError:
+        return False

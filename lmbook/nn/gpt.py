@@ -45,6 +45,7 @@ class GPTConfig:
     tie_embeddings: bool = True
     use_bias: bool = True
     layer_norm_eps: float = 1e-5
+    remat: bool = False  # recompute each block's activations in the backward pass (Chapter 11)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layers", "n_heads", "d_model"):
@@ -145,7 +146,7 @@ class GPT(nnx.Module):
         new_cache = []
         for i, block in enumerate(self.blocks):
             if cache is None:
-                x = block(x)
+                x = _remat_block(block, x) if self.config.remat else block(x)
             else:
                 x, c = block(x, cache=cache[i])
                 new_cache.append(c)
@@ -158,6 +159,12 @@ class GPT(nnx.Module):
         else:
             logits = self.head(h)
         return logits if cache is None else (logits, new_cache)
+
+
+@nnx.remat
+def _remat_block(block: TransformerBlock, x: jax.Array) -> jax.Array:
+    """A block whose activations are recomputed in the backward pass instead of stored (``jax.checkpoint``)."""
+    return block(x)
 
 
 def gpt_loss(model: GPT, batch: tuple[jax.Array, jax.Array]) -> jax.Array:

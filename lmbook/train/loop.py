@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ from .checkpoint import Checkpointer
 from .config import TrainConfig, make_optimizer, make_schedule
 from .data import BatchStream, batch_signature, check_token_ids, describe, eval_batches_of, is_sampler, tokens_in
 from .history import History
+from .sharding import Rule, layout_rules, place, state_shardings
 
 __all__ = ["Trainer", "TrainingDiverged"]
 
@@ -66,8 +67,12 @@ class Trainer:
             with the model in training mode (dropout on) for training steps and in
             evaluation mode for evaluation.
         config: a :class:`TrainConfig`.
-        mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis; by default one over all
-            devices when there are several (``config.data_parallel="auto"``).
+        mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (and a ``"model"`` axis for tensor
+            parallelism); by default one over all devices when there are several
+            (``config.data_parallel="auto"``). With several processes (``jax.distributed``) each
+            process feeds its own rows of every batch.
+        layout: how parameters and optimiser state are placed on the mesh (Chapter 11): ``"dp"``
+            (replicated), ``"fsdp"``, ``"tp"``, or a rule table (:mod:`lmbook.train.sharding`).
 
     When the model declares its vocabulary (``model.vocab_size`` or
     ``model.config.vocab_size``), the token ids of the batch inputs (a batch's first
@@ -76,7 +81,8 @@ class Trainer:
     outside the vocabulary raises a ``ValueError`` naming the id and the vocabulary size.
     """
 
-    def __init__(self, model: nnx.Module, loss_fn: LossFn, config: TrainConfig | None = None, *, mesh: Any = None) -> None:
+    def __init__(self, model: nnx.Module, loss_fn: LossFn, config: TrainConfig | None = None, *, mesh: Any = None,
+                 layout: str | Sequence[Rule] = "dp") -> None:
         if not isinstance(model, nnx.Module):
             raise TypeError(f"Trainer needs an nnx.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -112,9 +118,10 @@ class Trainer:
             auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
             mesh = jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
         self.mesh = mesh
-        self._replicated = NamedSharding(mesh, P()) if mesh is not None else None
+        rules = layout_rules(layout, mesh)
         state = (params, rest, self.tx.init(params))
-        self._state = jax.device_put(state, self._replicated) if mesh is not None else state
+        self._state_sharding = state_shardings(state, mesh, rules) if mesh is not None else None
+        self._state = place(state, self._state_sharding) if mesh is not None else state
         self._data_key = jax.random.key(cfg.seed)
         self.step = 0
         self.history = History()
@@ -154,7 +161,7 @@ class Trainer:
         params = optax.apply_updates(params, updates)
         new_state = (params, rest, opt_state)
         if self.mesh is not None:
-            new_state = jax.lax.with_sharding_constraint(new_state, self._replicated)
+            new_state = jax.lax.with_sharding_constraint(new_state, self._state_sharding)
         out = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": self.schedule(step)}
         out.update({f"metric/{k}": v for k, v in metrics.items()})
         return new_state, out
@@ -296,11 +303,31 @@ class Trainer:
         self._checkpointer.save(self.step, self._state, meta)
         self._saved_step = self.step
 
+    def compiled_step(self, train_data: Any) -> Any:
+        """The compiled program of one training step on ``train_data``'s batches (Chapter 11: its
+        ``cost_analysis()``, ``memory_analysis()`` and ``as_text()`` show FLOPs, memory and communication)."""
+        step0 = np.int32(self.step)
+        if is_sampler(train_data):
+            fn = self._compiled_fn("sampled", 1, train_data)[0]
+            return fn.lower(self._state, step0, self._data_key).compile()
+        batch = next(iter(train_data))
+        stacked = jax.tree.map(lambda x: np.asarray(x)[None], batch)
+        stacked = self._put_batches(stacked) if self.mesh is not None else stacked
+        return self._compiled_fn("stacked", 1)[0].lower(self._state, step0, stacked).compile()
+
+    def _put_batches(self, stacked: Any) -> Any:
+        """Stacked batches ``(steps, batch, ...)`` onto the mesh, split over ``"data"``; with several
+        processes each one passes its own rows and JAX assembles the global batch."""
+        sharding = NamedSharding(self.mesh, P(None, "data"))
+        if jax.process_count() > 1:
+            return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), stacked)
+        return jax.device_put(stacked, sharding)
+
     # ----------------------------------------------------------------- the loop
     def _check_batch(self, signature: Any) -> None:
         if self.mesh is None:
             return
-        devices = self.mesh.shape["data"]
+        devices = max(1, self.mesh.shape["data"] // jax.process_count())  # each process feeds its own rows
         for shape, _ in signature[1]:
             if shape and shape[0] % devices:
                 raise ValueError(
@@ -342,7 +369,7 @@ class Trainer:
                     n = len(batches)
                     stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
                     if self.mesh is not None:
-                        stacked = jax.device_put(stacked, NamedSharding(self.mesh, P(None, "data")))
+                        stacked = self._put_batches(stacked)
                     fn, fresh = self._compiled_fn("stacked", n)
                     self._state, outs = fn(self._state, step0, stacked)
                 pending.append((self.step, n, outs, fresh))

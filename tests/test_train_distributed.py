@@ -1,0 +1,34 @@
+"""lmbook.train.distributed: two processes (jax.distributed, gloo) train like one (Chapter 11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from train_support import have_shakespeare
+
+from lmbook.train.distributed import global_batch, launch, local_rows
+
+
+def test_local_rows_partition_the_global_batch():
+    tokens = np.arange(1000, dtype=np.int32)
+    x, y = global_batch(tokens, step=3, batch_size=8, context=16)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
+    parts = [local_rows((x, y), p, 4) for p in range(4)]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x)
+    np.testing.assert_array_equal(global_batch(tokens, 3, 8, 16)[0], x)  # the same on every process
+    assert not np.array_equal(global_batch(tokens, 4, 8, 16)[0], x)
+    with pytest.raises(ValueError, match="does not split"):
+        local_rows((x, y), 0, 3)
+
+
+
+@pytest.mark.skipif(not have_shakespeare(), reason="Tiny Shakespeare not available offline (set LMBOOK_DATA_DIR)")
+def test_two_processes_give_the_single_process_losses():
+    # Same global batches, same initialisation: only the order of the gradient sum differs
+    # (an all-reduce of two halves), so float32 losses agree to ~1e-7; we allow 1e-5.
+    args = ["--steps", "3", "--batch-size", "8", "--context", "32", "--n-layers", "2", "--d-model", "64"]
+    two = launch(2, args, timeout=900)
+    one = launch(1, args, timeout=900)
+    assert len(two) == len(one) == 3
+    np.testing.assert_allclose(two, one, rtol=1e-5)
+    assert two[-1] < two[0]  # it trains

@@ -27,7 +27,7 @@ KEY_TERMS = [
     "greedy decoding", "temperature", "top-k sampling", "nucleus sampling", "beam search",
     "KV cache", "sequence to sequence", "teacher forcing", "cross-attention", "BLEU", "calibration",
     "contamination", "pre-training", "fine-tuning", "LoRA", "quantisation", "deduplication",
-    "differential privacy", "interpretability",
+    "differential privacy", "interpretability", "scaling law", "data parallelism", "tensor parallelism",
 ]
 
 

@@ -67,7 +67,7 @@ def test_steering_at_the_first_block_shifts_the_embeddings(tiny):
     v = jax.random.normal(jax.random.key(2), (16,))
     steered = steer(tiny, 0, v, 3.0)
     shifted = nnx.clone(tiny)
-    shifted.wpe[...] = shifted.wpe[...] + 3.0 * v / jnp.linalg.norm(v)
+    shifted.wpe.embedding[...] = shifted.wpe.embedding[...] + 3.0 * v / jnp.linalg.norm(v)
     tokens = jnp.asarray([[0, 4, 7, 8, 2]])
     np.testing.assert_allclose(np.asarray(steered(tokens)), np.asarray(shifted(tokens)), rtol=1e-5, atol=1e-5)
     cached = generate(steered, [0, 4], 8, temperature=0.0).row()

@@ -28,7 +28,7 @@ def test_residual_stream_and_logit_lens(tiny):
     tokens = jnp.asarray([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]])
     states = residual_stream(tiny, tokens)
     assert states.shape == (3, 2, 6, 16)
-    np.testing.assert_allclose(states[0], tiny.wte[...][tokens] + tiny.wpe[...][:6], rtol=1e-6)
+    np.testing.assert_allclose(states[0], tiny.wte[...][tokens] + tiny.wpe.embedding[...][:6], rtol=1e-6)
     np.testing.assert_allclose(states[1], tiny.blocks[0](states[0]), rtol=1e-5, atol=1e-6)
     lens = logit_lens(tiny, tokens)
     assert lens.shape == (3, 2, 6, 13)

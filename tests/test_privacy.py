@@ -102,7 +102,7 @@ def test_dp_aggregate_without_noise_is_the_clipped_mean():
 
 def test_per_example_grads_and_dp_loss_match_direct_computation(tiny):
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, 200), jnp.int32)
-    seed, inputs, targets = dp_batch(tokens, jax.random.key(1), 3, 12)
+    inputs, targets, seed = dp_batch(tokens, jax.random.key(1), 3, 12)
     per_ex = per_example_grads(gpt_loss, tiny, (inputs, targets))
     graphdef, params, rest = nnx.split(tiny, nnx.Param, ...)
 
@@ -114,7 +114,7 @@ def test_per_example_grads_and_dp_loss_match_direct_computation(tiny):
         np.testing.assert_allclose(np.asarray(a[1]), np.asarray(b), rtol=1e-4, atol=1e-6)
 
     loss = dp_loss(gpt_loss, 0.5, 1.0)
-    value, grad = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p, rest), (seed, inputs, targets)))(params)
+    value, grad = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p, rest), (inputs, targets, seed)))(params)
     assert float(value) == pytest.approx(float(loss_of(params, inputs, targets)), rel=1e-5)
     expected = dp_aggregate(per_ex, 0.5, 1.0, jax.random.key(seed))
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(expected)):

@@ -183,10 +183,14 @@ def dp_aggregate(per_example: PyTree, l2_norm_clip: float, noise_multiplier: flo
 
 
 def dp_batch(tokens: jax.Array, key: jax.Array, batch_size: int, context: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(noise_seed, inputs, targets)``: an ``lm_batch`` plus a seed for DP-SGD's noise (pure JAX, jittable)."""
+    """``(inputs, targets, noise_seed)``: an ``lm_batch`` plus a seed for DP-SGD's noise (pure JAX, jittable).
+
+    The token inputs come first, as in every batch of the book, so the trainer's
+    vocabulary check looks at token ids (Chapter 4), not at the seed.
+    """
     inputs, targets = lm_batch(tokens, key, batch_size, context)
     seed = jax.random.randint(jax.random.fold_in(key, 1), (), 0, jnp.iinfo(jnp.int32).max)
-    return seed, inputs, targets
+    return inputs, targets, seed
 
 
 def dp_loss(
@@ -194,7 +198,7 @@ def dp_loss(
 ) -> Callable[[nnx.Module, Any], jax.Array]:
     """A loss for :class:`lmbook.train.Trainer` whose gradient is DP-SGD's privatised gradient (Chapter 12).
 
-    Training batches are ``(noise_seed, inputs, targets)`` (:func:`dp_batch`); evaluation
+    Training batches are ``(inputs, targets, noise_seed)`` (:func:`dp_batch`); evaluation
     batches ``(inputs, targets)`` get the plain loss. The returned value equals the plain
     mean loss; its gradient is ``dp_aggregate(per-example gradients)``, because the loss is
     ``stop_gradient(L) + <stop_gradient(g_dp), theta> - stop_gradient(<g_dp, theta>)``.
@@ -208,7 +212,7 @@ def dp_loss(
     def loss(model: nnx.Module, batch: Any) -> jax.Array:
         if len(batch) == 2:
             return loss_fn(model, batch)
-        seed, inputs, targets = batch
+        inputs, targets, seed = batch
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         frozen = jax.lax.stop_gradient(params)
         grads = _per_example_grads(loss_fn, graphdef, frozen, rest, (inputs, targets))

@@ -86,7 +86,10 @@ def test_formulas_agree_with_xla_and_remat_recomputes():
     assert 1.0 <= x["flops"] / (flops_per_token(cfg) * batch * cfg.context) <= 1.08
     np.testing.assert_allclose(x["argument_bytes"], 3 * 4 * n, rtol=1e-3)
     m = memory_breakdown(cfg, batch)
-    assert 1.0 <= x["temp_bytes"] / (m.grads + m.activations) <= 1.6
+    # XLA's temporaries against our count of gradients + activations: 1.1-1.4x with jaxlib 0.10,
+    # 0.92x with jaxlib 0.7.1 (the lowest supported, which keeps fewer buffers alive), so the
+    # formula is an estimate within -15% / +60% across supported versions, not a strict bound.
+    assert 0.85 <= x["temp_bytes"] / (m.grads + m.activations) <= 1.6
     # recomputation: one more forward pass of the blocks (measured 1.24x the FLOPs). XLA:CPU's peak
     # temporaries did not fall with it (measured within 1 %: its scheduler keeps the recomputed
     # activations alive as long as the stored ones), so only "no more than before + 5 %" is asserted.

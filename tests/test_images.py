@@ -26,7 +26,7 @@ def test_digits_load_as_unit_range_images_with_labels():
 
 
 def test_captions_and_their_words():
-    assert single_caption(7) == "a seven" and single_caption(8) == "an eight"
+    assert single_caption(7) == "a seven" and single_caption(8) == "an eight" and single_caption(1) == "a one"
     assert pair_caption(3, 5) == "three next to five"
     tok = WordTokenizer(caption_vocabulary(), special_tokens=SPECIAL_TOKENS, unk_token=None)
     for text in [single_caption(d) for d in range(10)] + [pair_caption(a, b) for a in range(10) for b in range(10)]:

@@ -31,9 +31,9 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 
 
 def single_caption(digit: int) -> str:
-    """The caption of a scene with one digit: ``"a seven"`` (``"an eight"``)."""
+    """The caption of a scene with one digit: ``"a seven"``, ``"a one"``, ``"an eight"`` (by sound, not spelling)."""
     word = NUMBER_WORDS[digit]
-    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+    return f"{'an' if word == 'eight' else 'a'} {word}"
 
 
 def pair_caption(left: int, right: int) -> str:

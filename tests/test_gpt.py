@@ -147,3 +147,22 @@ def test_cache_running_past_the_context_is_an_error_not_a_clamp(model):
     assert np.isfinite(np.asarray(ok)).all()
     bad, _ = step(state, tokens[:, :3], cache)
     assert np.isnan(np.asarray(bad)).all()
+
+
+def test_a_prefix_of_token_embeddings_equals_the_tokens_themselves(model):
+    """Chapter 13's prefix: feeding the embeddings of tokens ``a`` as a prefix gives the logits of
+    ``a + b`` at b's positions, with and without a cache; wrong prefixes raise."""
+    tokens = jnp.asarray(np.random.default_rng(3).integers(0, CFG.vocab_size, (2, 7)))
+    a, b = tokens[:, :4], tokens[:, 4:]
+    prefix = jnp.take(model.wte[...], a, axis=0)
+    full = model(tokens)[:, 4:]
+    np.testing.assert_allclose(model(b, prefix=prefix), full, atol=1e-5)
+    cache = model.init_cache(2)
+    empty, cache = model(jnp.zeros((2, 0), jnp.int32), cache=cache, prefix=prefix)
+    assert empty.shape == (2, 0, CFG.vocab_size) and int(cache[0].index) == 4
+    step, _ = model(b, cache=cache)
+    np.testing.assert_allclose(step, full, atol=1e-5)
+    with pytest.raises(ValueError, match="prefix must have shape"):
+        model(b, prefix=prefix[:, :, :3])
+    with pytest.raises(ValueError, match="prefix included"):
+        model(b, prefix=jnp.zeros((2, CFG.context, CFG.d_model)))

@@ -6,7 +6,11 @@ The loop works with any *decoder*: an ``nnx.Module`` with
 * ``model.init_cache(batch, max_len)``: an empty key/value cache (a pytree of
   :class:`lmbook.nn.attention.KVCache`);
 * ``model(tokens)`` -> logits ``(B, T, V)`` and
-  ``model(tokens, cache=cache)`` -> ``(logits, new_cache)``.
+  ``model(tokens, cache=cache)`` -> ``(logits, new_cache)``;
+* optionally ``model.prefix_length``: positions that ``init_cache`` has already
+  filled before the first token (an image prefix, Chapter 13); the cache then
+  holds ``prefix_length + max_len`` positions and counts as full after
+  ``context`` tokens.
 
 ``lmbook.nn.gpt.GPT`` is one. Prefill, one token per step, sampling and the
 bookkeeping all run inside one ``jax.jit`` / ``lax.while_loop``, so Python is
@@ -212,6 +216,7 @@ def generate(
     prefill = 1 << int(math.floor(math.log2(int(lengths.min()))))
     buf = np.full((batch, size), pad_token, np.int32)
     buf[:, :longest] = np.where(np.arange(longest)[None] < lengths[:, None], tokens, pad_token)
+    prefix_length = int(getattr(model, "prefix_length", 0))
     graphdef, state = nnx.split(model)
     vocab_stops = jnp.asarray(np.asarray(list(stop_tokens), np.int32).reshape(-1))
     out, out_lengths = _decode(
@@ -230,6 +235,7 @@ def generate(
         prefill=prefill,
         context=context,
         shift=shift,
+        prefix_length=prefix_length,
         use_cache=use_cache,
         use_top_k=top_k is not None,
         use_top_p=top_p is not None and top_p < 1.0,
@@ -244,12 +250,13 @@ def generate(
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "graphdef", "prefill", "context", "shift", "use_cache", "use_top_k", "use_top_p", "use_penalty", "processor",
+        "graphdef", "prefill", "context", "shift", "prefix_length", "use_cache", "use_top_k", "use_top_p",
+        "use_penalty", "processor",
     ),
 )
 def _decode(
     graphdef, state, buf, prompt_lens, n_new, key, temperature, top_k, top_p, penalty, stops, pad,
-    *, prefill, context, shift, use_cache, use_top_k, use_top_p, use_penalty, processor=None,
+    *, prefill, context, shift, prefix_length=0, use_cache, use_top_k, use_top_p, use_penalty, processor=None,
 ):
     batch, size = buf.shape
 
@@ -277,7 +284,7 @@ def _decode(
             window = jax.lax.dynamic_slice_in_dim(b, t + 1 - keep, keep, axis=1)
             return fresh_prefill(window)
 
-        full = _cache_index(cache) >= context
+        full = _cache_index(cache) - prefix_length >= context
         return jax.lax.cond(full, rebuild, step, cache)
 
     def next_logits_recompute(t, b):

@@ -10,7 +10,10 @@ follows GPT-2, so :mod:`lmbook.nn.gpt2` loads GPT-2's weights into this model.
 
 ``model(tokens)`` returns logits ``(B, T, V)``; with ``cache=model.init_cache(B)``
 it returns ``(logits, new_cache)`` and continues from the cached positions,
-which is what :func:`lmbook.generate.generate` uses.
+which is what :func:`lmbook.generate.generate` uses. ``model(tokens,
+prefix=vectors)`` puts ``P`` given vectors (e.g. image patches, Chapter 13)
+before the token embeddings, in the first ``P`` positions, and returns the
+logits of the token positions only.
 """
 
 from __future__ import annotations
@@ -125,24 +128,43 @@ class GPT(nnx.Module):
         head_dim = cfg.d_model // cfg.n_heads
         return tuple(KVCache.init(batch, max_len, cfg.n_heads, head_dim, dtype) for _ in range(cfg.n_layers))
 
-    def hidden_states(self, tokens: jax.Array, cache: tuple[KVCache, ...] | None = None) -> tuple[jax.Array, Any]:
+    def hidden_states(
+        self, tokens: jax.Array, cache: tuple[KVCache, ...] | None = None, *, prefix: jax.Array | None = None
+    ) -> tuple[jax.Array, Any]:
         """Final (LayerNorm-ed) hidden states ``(B, T, d_model)`` and the updated cache.
 
         With a cache, the new tokens take positions ``cache.index ... cache.index + T - 1``;
         running past the context raises ``ValueError`` (outside ``jit``) or gives NaN
         hidden states (inside ``jit``), never silently reused positions.
+
+        ``prefix`` ``(B, P, d_model)``: vectors that enter the model before the tokens,
+        as if they were token embeddings (a prefix language model, Chapter 13: image
+        patches before a caption). They take the first ``P`` positions (after the cached
+        ones), every token attends to them, and only the ``T`` token positions are
+        returned; ``tokens`` may then be empty (``(B, 0)``) to fill a cache with the prefix.
         """
         if tokens.ndim != 2:
             raise ValueError(f"GPT expects token ids of shape (batch, time), got {tokens.shape}")
-        t = tokens.shape[1]
+        n_prefix = 0
+        if prefix is not None:
+            if prefix.ndim != 3 or prefix.shape[0] != tokens.shape[0] or prefix.shape[2] != self.config.d_model:
+                raise ValueError(
+                    f"prefix must have shape (batch={tokens.shape[0]}, length, d_model={self.config.d_model}), "
+                    f"got {prefix.shape}; project the vectors to the model's width first"
+                )
+            n_prefix = prefix.shape[1]
+        t = tokens.shape[1] + n_prefix
         if t > self.config.context:
             raise ValueError(
-                f"sequence of {t} tokens is longer than the context ({self.config.context}); "
-                "crop it to the last context tokens"
+                f"sequence of {t} tokens{' (prefix included)' if n_prefix else ''} is longer than the context "
+                f"({self.config.context}); crop it to the last context tokens"
             )
         offset = 0 if cache is None else cache[0].index
+        x = jnp.take(self.wte[...], tokens, axis=0)
+        if prefix is not None:
+            x = jnp.concatenate([prefix.astype(x.dtype), x], axis=1)
         # LearnedPositions raises when offset + t > context (NaN positions inside jit; see its docstring).
-        x = self.dropout(self.wpe(jnp.take(self.wte[...], tokens, axis=0), offset))
+        x = self.dropout(self.wpe(x, offset))
         new_cache = []
         for i, block in enumerate(self.blocks):
             if cache is None:
@@ -150,10 +172,11 @@ class GPT(nnx.Module):
             else:
                 x, c = block(x, cache=cache[i])
                 new_cache.append(c)
-        return self.ln_f(x), (None if cache is None else tuple(new_cache))
+        return self.ln_f(x[:, n_prefix:]), (None if cache is None else tuple(new_cache))
 
-    def __call__(self, tokens: jax.Array, *, cache: tuple[KVCache, ...] | None = None) -> Any:
-        h, new_cache = self.hidden_states(tokens, cache)
+    def __call__(self, tokens: jax.Array, *, cache: tuple[KVCache, ...] | None = None,
+                 prefix: jax.Array | None = None) -> Any:
+        h, new_cache = self.hidden_states(tokens, cache, prefix=prefix)
         if self.head is None:
             logits = dense(h, self.wte[...].T)
         else:

@@ -1,0 +1,65 @@
+"""lmbook.nn.contrastive: InfoNCE against NumPy float64, zero-shot prediction, a CLIP-style model (Chapter 13)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmbook.checks.multimodal import reference_info_nce
+from lmbook.nn.contrastive import ContrastiveModel, contrastive_loss, info_nce, normalize, zero_shot_predict
+from lmbook.nn.gpt import GPTConfig
+from lmbook.nn.vision import ViTConfig
+from lmbook.train import TrainConfig, Trainer
+
+
+@pytest.mark.parametrize("n,d,log_scale", [(4, 8, 0.0), (6, 16, math.log(1 / 0.07)), (1, 3, 1.0)])
+def test_info_nce_matches_numpy_float64(n, d, log_scale):
+    rng = np.random.default_rng(n)
+    u, v = rng.normal(size=(n, d)) * 3, rng.normal(size=(n, d))
+    loss, logits = info_nce(jnp.asarray(u, jnp.float32), jnp.asarray(v, jnp.float32), log_scale)
+    np.testing.assert_allclose(float(loss), reference_info_nce(u, v, math.exp(-log_scale)), rtol=1e-5, atol=1e-6)
+    un, vn = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
+    np.testing.assert_allclose(logits, math.exp(log_scale) * un @ vn.T, rtol=1e-5, atol=1e-5)
+
+
+def test_info_nce_properties():
+    u = jax.random.normal(jax.random.key(0), (5, 4))
+    v = jax.random.normal(jax.random.key(1), (5, 4))
+    loss, _ = info_nce(u, v, 0.0)
+    assert np.isclose(info_nce(v, u, 0.0)[0], loss, rtol=1e-6)  # symmetric in the two towers
+    assert np.isclose(info_nce(7 * u, 0.1 * v, 0.0)[0], loss, rtol=1e-6)  # only directions count
+    perfect, _ = info_nce(u, u, math.log(100))
+    assert float(perfect) < float(loss)
+    with pytest.raises(ValueError, match="same shape"):
+        info_nce(u, v[:3], 0.0)
+
+
+def test_zero_shot_prediction_on_a_hand_built_case():
+    classes = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    images = jnp.array([[10.0, 1.0], [0.1, 3.0], [-2.0, -0.5], [0.0, 0.0001]])
+    np.testing.assert_array_equal(zero_shot_predict(images, classes), [0, 1, 2, 1])
+    np.testing.assert_allclose(jnp.linalg.norm(normalize(images), axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="class embeddings"):
+        zero_shot_predict(images, classes[:, :1])
+
+
+def test_a_tiny_clip_learns_to_match_eight_pairs():
+    vit = ViTConfig(height=4, width=4, patch_size=2, d_model=16, n_heads=2, n_layers=1)
+    text = GPTConfig(vocab_size=12, context=4, n_layers=1, n_heads=2, d_model=16)
+    model = ContrastiveModel(vit, text, 8, rngs=nnx.Rngs(0))
+    images = jax.random.uniform(jax.random.key(0), (8, 4, 4))
+    tokens = jnp.stack([jnp.arange(8) + 3, jnp.arange(8) % 3 + 3, jnp.full(8, 2)], axis=1)
+    mask = jnp.ones((8, 3), bool)
+    batch = (images, tokens, mask)
+    before, metrics = contrastive_loss(model, batch)
+    assert np.isclose(float(metrics["temperature"]), 0.07, rtol=1e-5)
+    Trainer(model, contrastive_loss, TrainConfig(steps=150, learning_rate=1e-2, steps_per_call=25, progress=False)).fit([batch])
+    after, metrics = contrastive_loss(model, batch)
+    assert float(after) < 0.5 * float(before) and float(metrics["accuracy"]) == 1.0
+    pred = zero_shot_predict(model.embed_images(images), model.embed_texts(tokens, mask))
+    np.testing.assert_array_equal(pred, np.arange(8))
+    model.log_scale[...] = jnp.asarray(10.0)
+    assert np.isclose(float(model.scale()), 100.0)  # clipped as in CLIP

@@ -436,3 +436,13 @@ def test_check_ece_accepts_a_correct_answer_and_rejects_wrong_ones():
     assert not check_ece(unweighted, verbose=False).passed
     report = check_ece(broken, verbose=False)
     assert not report.passed and "NotImplementedError" in str(report)
+
+
+def test_register_scorer_before_first_use_keeps_the_builtins(gpt, monkeypatch):
+    from lmbook.evaluate import scorers
+
+    monkeypatch.setattr(scorers, "_REGISTRY", [])
+    monkeypatch.setattr(scorers, "_BUILTINS_ADDED", False)
+    ev.register_scorer(FixedScorer, lambda model: model)
+    assert isinstance(ev.as_scorer(gpt), ev.WindowScorer)
+    assert [t for t, _ in scorers._REGISTRY][0] is FixedScorer  # registered first, so it wins over built-ins

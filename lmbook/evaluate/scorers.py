@@ -329,8 +329,9 @@ class Seq2SeqScorer(_Neural):
     scored) raises: the decoder has no positions beyond its context. Sources are
     checked like ``model.bind`` (ids in the source vocabulary, 1 to
     ``max_source_len`` tokens). :meth:`log_probs_batch` scores many pairs in
-    padded batches of similar target length (rows and lengths rounded up to
-    powers of two, so a few shapes are compiled, not one per sentence).
+    padded batches of ``batch_size`` pairs, all padded to the call's longest
+    target and source (rows and lengths rounded up to powers of two), so a call
+    compiles one or two shapes, not one per sentence.
     """
 
     offset = 0
@@ -376,7 +377,7 @@ class Seq2SeqScorer(_Neural):
         return source_arrays(self._model, condition)[0][0]
 
     def _batches(self, seqs: list[Any], conditions: list[Any], full: bool) -> list[np.ndarray]:
-        from lmbook.data.parallel import length_buckets, make_batch
+        from lmbook.data.parallel import make_batch
 
         if len(seqs) != len(conditions):
             raise ValueError(f"{len(conditions)} conditions for {len(seqs)} target sequences")
@@ -385,10 +386,13 @@ class Seq2SeqScorer(_Neural):
         empty = np.zeros((0, self._model.tgt_vocab_size) if full else (0,))
         out = [empty] * len(tgts)
         todo = [i for i, t in enumerate(tgts) if t.size]
-        for part in length_buckets([tgts[i].size for i in todo], self.batch_size):
-            idx = [todo[j] for j in part]
-            T = _round_up(max(tgts[i].size for i in idx), self._model.context)
-            S = _round_up(max(srcs[i].size for i in idx), self._model.max_source_len)
+        if not todo:
+            return out
+        # One padded shape for the whole call (compiling costs more than the padded positions on small models).
+        T = _round_up(max(tgts[i].size for i in todo), self._model.context)
+        S = _round_up(max(srcs[i].size for i in todo), self._model.max_source_len)
+        for start in range(0, len(todo), self.batch_size):
+            idx = todo[start : start + self.batch_size]
             rows = _round_up(len(idx), self.batch_size)
             b = make_batch([srcs[i] for i in idx], [[self.bos, *tgts[i]] for i in idx], src_len=S, tgt_len=T)
             src, mask, tgt_in, tgt_out = (_pad_rows(np.asarray(a), rows) for a in b[:4])

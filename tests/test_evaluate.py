@@ -14,6 +14,8 @@ from lmbook.ngram import NGramLM
 from lmbook.nn.gpt import GPT, GPTConfig
 from lmbook.nn.mlp import MLPLanguageModel, context_windows
 from lmbook.nn.rnn import RecurrentLM
+from lmbook.nn.seq2seq import RNNSeq2Seq, TransformerSeq2Seq, seq2seq_loss
+from lmbook.data.parallel import BOS, EOS, encode_pairs, make_batch, train_tokenizers
 from lmbook.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
 
 TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
@@ -310,6 +312,110 @@ def test_as_scorer_registry_and_errors(gpt):
         ev.WindowScorer(gpt, stride=9)
 
 
+SOURCES = ["le chat dort.", "un café noir, s'il vous plaît", "où est la gare ?", "merci beaucoup",
+           "la mer est très calme aujourd'hui"]
+TARGETS = ["the cat sleeps.", "a black coffee, please", "where is the station?", "thanks a lot",
+           "the sea is very calm today"]
+
+
+@pytest.fixture(scope="module")
+def translation():
+    """Byte-level BPE on both sides (ids 0-2 are <pad>, <bos>, <eos>) and two tiny random encoder-decoders."""
+    src_tok, tgt_tok = train_tokenizers(SOURCES, TARGETS, vocab_size=280)
+    data = encode_pairs(src_tok, tgt_tok, SOURCES, TARGETS)
+    models = {
+        "rnn": RNNSeq2Seq(src_tok.vocab_size, tgt_tok.vocab_size, embed_dim=8, hidden=12, context=32,
+                          max_source_len=40, rngs=nnx.Rngs(0)),
+        "transformer": TransformerSeq2Seq(src_tok.vocab_size, tgt_tok.vocab_size, d_model=16, n_heads=2, n_layers=1,
+                                          context=32, max_source_len=40, rngs=nnx.Rngs(1)),
+    }
+    refs = {}
+    for kind, model in models.items():
+        # The reference: ln p of every tgt_out token (y_1 .. y_n <eos>) from one padded teacher-forced pass,
+        # NumPy float64 log-softmax; and the training loss of the same batch.
+        b = tuple(jnp.asarray(a) for a in make_batch(data.src, data.tgt, src_len=40, tgt_len=30))
+        logits, loss = nnx.jit(lambda m, b: (m(*b[:3]), seq2seq_loss(m, b)))(model, b)
+        lp = _picked(logits, b[3])
+        refs[kind] = ([lp[k, : len(t) - 1] for k, t in enumerate(data.tgt)], int(np.asarray(b[4]).sum()), float(loss))
+    return src_tok, tgt_tok, data, models, refs
+
+
+@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+def test_seq2seq_scorer_matches_the_teacher_forced_model(translation, kind):
+    _, _, data, models, refs = translation
+    model = models[kind]
+    ref, n, loss = refs[kind]
+    scorer = ev.as_scorer(model)
+    assert isinstance(scorer, ev.Seq2SeqScorer) and scorer.offset == 0 and scorer.end == EOS
+    targets = [t[1:] for t in data.tgt]  # y_1 .. y_n <eos>, without <bos>
+    np.testing.assert_allclose(scorer.log_probs(targets[0], data.src[0]), ref[0], atol=2e-5)
+    full = scorer.log_distributions(targets[0], data.src[0])
+    assert full.shape == (len(targets[0]), model.tgt_vocab_size)
+    np.testing.assert_allclose(np.take_along_axis(full, np.asarray(targets[0])[:, None], 1)[:, 0], ref[0], atol=2e-5)
+    # In one batch with longer pairs (padded to 32 target and source positions, not 16) nothing changes.
+    got = scorer.log_probs_batch(targets, data.src)
+    for k in range(len(targets)):
+        np.testing.assert_allclose(got[k], ref[k], atol=2e-5)
+    # The summed log-probabilities are minus the training loss (seq2seq_loss) times the number of tokens.
+    assert -sum(float(r.sum()) for r in ref) / n == pytest.approx(loss, rel=1e-5)
+    # Without <eos> the prefix alone is scored: the same numbers minus the last.
+    np.testing.assert_allclose(scorer.log_probs(targets[0][:-1], data.src[0]), ref[0][:-1], atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+def test_evaluate_scores_translations_conditioned_on_their_sources(translation, kind):
+    src_tok, tgt_tok, data, models, refs = translation
+    model = models[kind]
+    ref, _, loss = refs[kind]
+    sources = [src_tok.encode(s) for s in SOURCES]
+    res = ev.evaluate(model, tgt_tok, TARGETS, conditions=sources)
+    total = -sum(float(r.sum()) for r in ref)
+    assert res.n_tokens == sum(len(t) - 1 for t in data.tgt)  # every target token and one <eos> per sentence
+    assert res.total_nll == pytest.approx(total, rel=1e-5)
+    assert res.nats_per_token == pytest.approx(loss, rel=1e-5)
+    assert res.n_chars == sum(len(t) for t in TARGETS) and res.n_bytes == sum(len(t.encode()) for t in TARGETS)
+    assert res.bits_per_char == pytest.approx(total / math.log(2) / res.n_chars, rel=1e-5)
+    assert res.bits_per_byte == pytest.approx(total / math.log(2) / res.n_bytes, rel=1e-5)
+    assert np.array_equal(np.bincount(res.doc), [len(t) - 1 for t in data.tgt])
+    # Without the end of sentence: the same tokens minus the <eos>es, and their cost.
+    bare = ev.evaluate(model, tgt_tok, TARGETS, conditions=sources, end_of_sentence=False)
+    assert bare.n_tokens == res.n_tokens - len(TARGETS) and bare.n_chars == res.n_chars
+    assert bare.total_nll == pytest.approx(total + sum(float(r[-1]) for r in ref), rel=1e-5)
+    # The source matters: another source gives another score.
+    swapped = ev.evaluate(model, tgt_tok, TARGETS, conditions=sources[1:] + sources[:1])
+    assert swapped.total_nll != pytest.approx(res.total_nll, rel=1e-6)
+
+
+def test_seq2seq_scorer_rejects_bad_input_with_clear_errors(translation):
+    src_tok, tgt_tok, data, models, _ = translation
+    model = models["transformer"]
+    scorer = ev.Seq2SeqScorer(model)
+    y, x = data.tgt[0][1:], data.src[0]
+    with pytest.raises(ValueError, match="conditions="):
+        scorer.log_probs(y)
+    with pytest.raises(ValueError, match="conditions="):
+        ev.evaluate(model, tgt_tok, TARGETS)
+    with pytest.raises(ValueError, match="empty source"):
+        scorer.log_probs(y, [])
+    with pytest.raises(ValueError, match="max_source_len"):
+        scorer.log_probs(y, [5] * 41)
+    with pytest.raises(ValueError, match="source vocabulary"):
+        scorer.log_probs(y, [src_tok.vocab_size])
+    with pytest.raises(TypeError, match="source tokenizer"):
+        scorer.log_probs(y, "le chat")
+    with pytest.raises(ValueError, match="one source sentence"):
+        scorer.log_probs(y, [x, x])
+    with pytest.raises(ValueError, match="<bos>"):
+        scorer.log_probs(data.tgt[0], x)
+    with pytest.raises(ValueError, match="context"):  # 33 tokens: one more than the decoder's 32 positions
+        scorer.log_probs([5] * 33, x)
+    assert scorer.log_probs([5] * 32, x).shape == (32,)
+    with pytest.raises(ValueError, match="max_tgt_len=32"):  # 32 characters + <eos> through evaluate
+        ev.evaluate(model, tgt_tok, ["x" * 32], conditions=[x])
+    with pytest.raises(ValueError, match="target vocabulary"):
+        scorer.log_probs([tgt_tok.vocab_size], x)
+
+
 def test_check_ece_accepts_a_correct_answer_and_rejects_wrong_ones():
     from lmbook.checks.evaluation import check_ece
 
@@ -330,3 +436,13 @@ def test_check_ece_accepts_a_correct_answer_and_rejects_wrong_ones():
     assert not check_ece(unweighted, verbose=False).passed
     report = check_ece(broken, verbose=False)
     assert not report.passed and "NotImplementedError" in str(report)
+
+
+def test_register_scorer_before_first_use_keeps_the_builtins(gpt, monkeypatch):
+    from lmbook.evaluate import scorers
+
+    monkeypatch.setattr(scorers, "_REGISTRY", [])
+    monkeypatch.setattr(scorers, "_BUILTINS_ADDED", False)
+    ev.register_scorer(FixedScorer, lambda model: model)
+    assert isinstance(ev.as_scorer(gpt), ev.WindowScorer)
+    assert [t for t, _ in scorers._REGISTRY][0] is FixedScorer  # registered first, so it wins over built-ins

@@ -1,7 +1,7 @@
 """Evaluating language models (Chapter 9): one way to score every model of the book.
 
 * :mod:`~lmbook.evaluate.scorers`: the adapter protocol (``Scorer``) and adapters for
-  n-gram, MLP, recurrent (stateful) and GPT (sliding-window) models;
+  n-gram, MLP, recurrent (stateful), GPT (sliding-window) and encoder-decoder (conditioned on the source) models;
 * :mod:`~lmbook.evaluate.perplexity`: :func:`evaluate` -> :class:`TextScores`
   (nats/token, perplexity, bits per token, character and byte);
 * :mod:`~lmbook.evaluate.bootstrap`: intervals over documents or blocks, paired comparisons;
@@ -17,12 +17,12 @@ from .calibration import Reliability, expected_calibration_error, fit_temperatur
 from .downstream import ChoiceItem, multiple_choice
 from .perplexity import TextScores, evaluate, token_units
 from .samples import distinct_n, ngram_hashes, ngram_overlap, repetition_rate
-from .scorers import (ContextScorer, NGramScorer, RecurrentScorer, Scorer, WindowScorer, as_scorer,
+from .scorers import (ContextScorer, NGramScorer, RecurrentScorer, Scorer, Seq2SeqScorer, WindowScorer, as_scorer,
                       register_scorer)
 
 __all__ = [
     "ChoiceItem", "ContextScorer", "Interval", "NGramScorer", "PairedComparison", "RecurrentScorer",
-    "Reliability", "Scorer", "TextScores", "WindowScorer", "as_scorer", "bootstrap_interval", "bootstrap_ratio",
+    "Reliability", "Scorer", "Seq2SeqScorer", "TextScores", "WindowScorer", "as_scorer", "bootstrap_interval", "bootstrap_ratio",
     "distinct_n", "evaluate", "expected_calibration_error", "fit_temperature", "group_sums", "multiple_choice",
     "ngram_hashes", "ngram_overlap", "paired_bootstrap", "register_scorer", "reliability", "repetition_rate",
     "temperature_nll", "token_units",

@@ -151,21 +151,25 @@ def evaluate(
     """Score a held-out text (or a list of documents) with any model of the book (Chapter 9).
 
     Args:
-        model: an ``NGramLM``, ``MLPLanguageModel``, ``RecurrentLM``, ``GPT``, or any
+        model: an ``NGramLM``, ``MLPLanguageModel``, ``RecurrentLM``, ``GPT``, an
+            encoder-decoder (``RNNSeq2Seq``, ``TransformerSeq2Seq``), or any
             :class:`~lmbook.evaluate.scorers.Scorer`.
         tokenizer: the tokenizer the model was trained with.
         text: one string (e.g. the validation split) or a list of documents,
             each scored on its own (documents are the units of a document bootstrap).
         prefix: text read before every document but not scored (e.g. the end of
             the training text), so that even its first tokens have context.
-        conditions: one condition per document for a conditional model
-            (e.g. the source sentences of a translation model), passed to the scorer.
+        conditions: one condition per document for a conditional model, passed to
+            the scorer (e.g. for a translation model of Chapter 8 the source
+            sentences' token ids; the documents are then the target sentences).
         **scorer_options: passed to :func:`~lmbook.evaluate.scorers.as_scorer`
             (``stride=``, ``chunk=``, ``streams=``, ...).
 
     Returns:
         :class:`TextScores`. Tokens the model cannot predict (its ``offset``
         beyond the prefix) are left out, and so are their characters and bytes.
+        A scorer's ``end`` token (``<eos>`` for an encoder-decoder) is appended to
+        each document and counted as a token with no characters or bytes.
     """
     scorer = as_scorer(model, **scorer_options)
     docs = [text] if isinstance(text, str) else list(text)
@@ -174,14 +178,25 @@ def evaluate(
     if conditions is not None and len(conditions) != len(docs):
         raise ValueError(f"{len(conditions)} conditions for {len(docs)} documents")
     pre = list(tokenizer.encode(prefix)) if prefix else []
-    parts: list[tuple[np.ndarray, ...]] = []
+    end = getattr(scorer, "end", None)
+    encoded = []
     for d, doc in enumerate(docs):
         ids = list(tokenizer.encode(doc))
         if not ids:
             continue
         nbytes, nchars = token_units(tokenizer, ids, doc)
-        lp = np.asarray(scorer.log_probs(np.asarray(pre + ids, np.int64),
-                                         None if conditions is None else conditions[d]), np.float64)
+        if end is not None:  # e.g. <eos> of a translation: scored, but no characters or bytes of the text
+            ids, nbytes, nchars = ids + [int(end)], np.append(nbytes, 0), np.append(nchars, 0)
+        encoded.append((d, ids, nbytes, nchars))
+    seqs = [np.asarray(pre + ids, np.int64) for _, ids, _, _ in encoded]
+    conds = [None if conditions is None else conditions[d] for d, *_ in encoded]
+    if hasattr(scorer, "log_probs_batch"):
+        lps = scorer.log_probs_batch(seqs, conds)
+    else:
+        lps = [scorer.log_probs(x, c) for x, c in zip(seqs, conds)]
+    parts: list[tuple[np.ndarray, ...]] = []
+    for (d, ids, nbytes, nchars), lp in zip(encoded, lps):
+        lp = np.asarray(lp, np.float64)
         expected = len(pre) + len(ids) - scorer.offset
         if lp.shape != (max(expected, 0),):
             raise ValueError(f"the scorer returned {lp.shape} log-probabilities, expected ({expected},)")

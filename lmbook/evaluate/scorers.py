@@ -20,9 +20,14 @@ Adapters for the book's language models:
   ``T`` tokens advance by ``stride``; each token is scored once, in the first
   window that contains it, so it sees at least ``T - stride`` tokens of context.
 
-A model of another chapter (the encoder-decoder of Chapter 8) plugs in by
-writing a class with ``offset`` and ``log_probs(ids, condition)`` and, so that
-:func:`as_scorer` finds it, calling :func:`register_scorer`.
+* :class:`Seq2SeqScorer` (``RNNSeq2Seq`` and ``TransformerSeq2Seq`` of
+  ``lmbook.nn.seq2seq``, Chapter 8): a *conditional* model; the condition is the
+  source sentence, the scored ids are its translation, and the end of the
+  sentence (``<eos>``) is scored too.
+
+Any other model plugs in by writing a class with ``offset`` and
+``log_probs(ids, condition)`` and, so that :func:`as_scorer` finds it,
+calling :func:`register_scorer`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = [
     "NGramScorer",
     "RecurrentScorer",
     "Scorer",
+    "Seq2SeqScorer",
     "WindowScorer",
     "as_scorer",
     "register_scorer",
@@ -53,6 +59,12 @@ class Scorer(Protocol):
     $\\ln p(\\text{ids}[i] \\mid \\text{ids}[:i], \\text{condition})$ for
     ``i = offset .. len(ids) - 1``. ``condition`` is ``None`` for a language
     model; a conditional model (e.g. a translation model) receives its source there.
+
+    Two optional members, used by :func:`~lmbook.evaluate.evaluate` when present:
+    ``end``, a token id appended to every document and scored like the others
+    while covering no characters or bytes (a sentence model's end-of-sentence
+    token; ``None`` or absent for none); and ``log_probs_batch(seqs, conditions)``,
+    the log-probabilities of many sequences at once (a list of arrays).
     """
 
     offset: int
@@ -74,12 +86,12 @@ def _no_condition(name: str, condition: Any) -> None:
         raise ValueError(f"{name} scores an unconditional language model; it got a condition")
 
 
-def _rows_for(needed: int, batch_size: int) -> int:
-    """Rows of a padded batch: the next power of two >= needed, at most batch_size (few shapes to compile)."""
+def _round_up(needed: int, cap: int) -> int:
+    """Rows or length of a padded batch: the next power of two >= needed, at most cap (few shapes to compile)."""
     rows = 1
     while rows < needed:
         rows *= 2
-    return min(rows, batch_size)
+    return min(rows, cap)
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
@@ -181,7 +193,7 @@ class ContextScorer(_Neural):
         out = []
         for s in range(0, len(y), self.batch_size):
             xb, yb = x[s : s + self.batch_size], y[s : s + self.batch_size]
-            rows = _rows_for(len(yb), self.batch_size)
+            rows = _round_up(len(yb), self.batch_size)
             if full:
                 res = self._full(self._state, jnp.asarray(_pad_rows(xb, rows)))[0]
             else:
@@ -234,7 +246,7 @@ class WindowScorer(_Neural):
         for b in range(0, len(starts), self.batch_size):
             st, fi = starts[b : b + self.batch_size], first[b : b + self.batch_size]
             win = padded[st[:, None] + np.arange(T + 1)[None, :]]
-            rows = _rows_for(len(st), self.batch_size)
+            rows = _round_up(len(st), self.batch_size)
             x, y = jnp.asarray(_pad_rows(win[:, :-1], rows)), jnp.asarray(_pad_rows(win[:, 1:], rows))
             res = np.asarray(self._full(self._state, x)[0] if full else self._picked(self._state, y, x)[0], np.float64)
             for r in range(len(st)):
@@ -293,7 +305,120 @@ class RecurrentScorer(_Neural):
         return np.concatenate(out)
 
 
+class Seq2SeqScorer(_Neural):
+    """Teacher-forced scoring of a translation given its source, for the encoder-decoders of Chapter 8.
+
+    ``log_probs(ids, condition)``: ``condition`` is the source sentence as token
+    ids (1-D, without specials, as :func:`lmbook.data.parallel.encode_pairs`
+    makes them); ``ids`` are target tokens *without* ``<bos>``. The scorer puts
+    ``<bos>`` in front itself, as in training (``tgt_in``), so ``ids[0]`` is
+    predicted from ``<bos>`` and the source alone: offset 0, and entry ``i`` is
+    $\\ln p(\\text{ids}[i] \\mid \\text{ids}[:i], x)$. Exactly the given ids are
+    scored: ``y_1 .. y_n <eos>`` (``ParallelData.tgt[k][1:]``, the ``tgt_out`` of
+    training) gives $\\ln p(y \\mid x)$ of the complete sentence; ``y_1 .. y_n``
+    alone leaves out the probability that the sentence ends there.
+
+    ``end_of_sentence=True`` (default) sets ``end = <eos>``, so that
+    :func:`~lmbook.evaluate.evaluate`, which encodes each document with the
+    tokenizer (no specials), appends ``<eos>`` and scores it as one more token
+    covering no characters or bytes: the total NLL is then $-\\sum \\ln p(y \\mid x)$
+    over the sentences and nats per token equals ``seq2seq_loss`` on the same
+    pairs; bits per character charge the end's cost to the sentence's characters.
+
+    A target of more than ``model.context`` tokens (``<eos>`` included when
+    scored) raises: the decoder has no positions beyond its context. Sources are
+    checked like ``model.bind`` (ids in the source vocabulary, 1 to
+    ``max_source_len`` tokens). :meth:`log_probs_batch` scores many pairs in
+    padded batches of ``batch_size`` pairs, all padded to the call's longest
+    target and source (rows and lengths rounded up to powers of two), so a call
+    compiles one or two shapes, not one per sentence.
+    """
+
+    offset = 0
+
+    def __init__(self, model: nnx.Module, *, end_of_sentence: bool = True, batch_size: int = 64) -> None:
+        from lmbook.data.parallel import BOS, EOS
+
+        self.bos, self.end = BOS, (EOS if end_of_sentence else None)
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self._model = model  # for the checks of its source vocabulary and lengths
+        super().__init__(model, lambda m, src, mask, tgt_in: (m(src, mask, tgt_in), None))
+
+    def _target(self, ids: Any) -> np.ndarray:
+        ids = _as_ids(ids)
+        if (ids == self.bos).any():
+            raise ValueError(f"the target contains <bos> (id {self.bos}) at position {int(np.argmax(ids == self.bos))}: "
+                             "pass the target without it (e.g. ParallelData.tgt[k][1:]); the scorer feeds <bos> itself")
+        context, vocab = self._model.context, self._model.tgt_vocab_size
+        if ids.size > context:
+            raise ValueError(
+                f"the target has {ids.size} tokens (with <eos> when it is scored) but the decoder reads at most "
+                f"{context} (its context): drop or cut longer sentences (encode_pairs(..., max_tgt_len={context}) "
+                "keeps those that fit), or build the model with a larger context")
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"target ids must lie in [0, {vocab}) (the model's target vocabulary), got "
+                             f"{int(ids.min())}..{int(ids.max())}: encode with the target tokenizer of this model")
+        return ids
+
+    def _source(self, condition: Any) -> np.ndarray:
+        from lmbook.nn.seq2seq import source_arrays
+
+        if condition is None:
+            raise ValueError("Seq2SeqScorer needs the source sentence as the condition: "
+                             "evaluate(model, tgt_tok, targets, conditions=[src_tok.encode(s) for s in sources])")
+        if isinstance(condition, str):
+            raise TypeError("the condition must be the source sentence's token ids: encode the text with the "
+                            "source tokenizer (src_tok.encode(sentence))")
+        if np.ndim(condition) != 1:
+            raise ValueError(f"the condition must be one source sentence, a 1-D sequence of ids; got shape "
+                             f"{np.shape(condition)}")
+        return source_arrays(self._model, condition)[0][0]
+
+    def _batches(self, seqs: list[Any], conditions: list[Any], full: bool) -> list[np.ndarray]:
+        from lmbook.data.parallel import make_batch
+
+        if len(seqs) != len(conditions):
+            raise ValueError(f"{len(conditions)} conditions for {len(seqs)} target sequences")
+        tgts = [self._target(t) for t in seqs]
+        srcs = [self._source(c) for c in conditions]
+        empty = np.zeros((0, self._model.tgt_vocab_size) if full else (0,))
+        out = [empty] * len(tgts)
+        todo = [i for i, t in enumerate(tgts) if t.size]
+        if not todo:
+            return out
+        # One padded shape for the whole call (compiling costs more than the padded positions on small models).
+        T = _round_up(max(tgts[i].size for i in todo), self._model.context)
+        S = _round_up(max(srcs[i].size for i in todo), self._model.max_source_len)
+        for start in range(0, len(todo), self.batch_size):
+            idx = todo[start : start + self.batch_size]
+            rows = _round_up(len(idx), self.batch_size)
+            b = make_batch([srcs[i] for i in idx], [[self.bos, *tgts[i]] for i in idx], src_len=S, tgt_len=T)
+            src, mask, tgt_in, tgt_out = (_pad_rows(np.asarray(a), rows) for a in b[:4])
+            mask[len(idx):, 0] = True  # rows that only pad the batch read one source token
+            args = tuple(jnp.asarray(a) for a in (src.astype(np.int32), mask, tgt_in.astype(np.int32)))
+            res = np.asarray(self._full(self._state, *args)[0] if full else
+                             self._picked(self._state, jnp.asarray(tgt_out, jnp.int32), *args)[0], np.float64)
+            for r, i in enumerate(idx):
+                out[i] = res[r, : tgts[i].size]
+        return out
+
+    def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
+        """$\\ln p(\\text{ids}[i] \\mid \\text{ids}[:i], \\text{source})$ for every target token (float64)."""
+        return self._batches([ids], [condition], full=False)[0]
+
+    def log_probs_batch(self, seqs: list[Any], conditions: list[Any]) -> list[np.ndarray]:
+        """:meth:`log_probs` of many (target, source) pairs, computed in padded batches."""
+        return self._batches(list(seqs), list(conditions), full=False)
+
+    def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
+        """``(len(ids), V)`` next-token log-probabilities over the target vocabulary, from the same pass."""
+        return self._batches([ids], [condition], full=True)[0]
+
+
 _REGISTRY: list[tuple[type, Callable[..., Scorer]]] = []
+_BUILTINS_ADDED = False
 
 
 def register_scorer(model_type: type, factory: Callable[..., Scorer]) -> None:
@@ -305,22 +430,26 @@ def register_scorer(model_type: type, factory: Callable[..., Scorer]) -> None:
 
 
 def _builtins() -> None:
-    if _REGISTRY:
+    global _BUILTINS_ADDED
+    if _BUILTINS_ADDED:  # after any register_scorer calls, which come first and so win
         return
     from lmbook.ngram import NGramLM
     from lmbook.nn.gpt import GPT
     from lmbook.nn.mlp import MLPLanguageModel
     from lmbook.nn.rnn import RecurrentLM
+    from lmbook.nn.seq2seq import _Seq2Seq
 
     _REGISTRY.extend([(NGramLM, NGramScorer), (MLPLanguageModel, ContextScorer),
-                      (RecurrentLM, RecurrentScorer), (GPT, WindowScorer)])
+                      (RecurrentLM, RecurrentScorer), (GPT, WindowScorer), (_Seq2Seq, Seq2SeqScorer)])
+    _BUILTINS_ADDED = True
 
 
 def as_scorer(model: Any, **options: Any) -> Scorer:
     """The :class:`Scorer` for a model of the book, or ``model`` itself if it already is one (Chapter 9).
 
     ``options`` go to the adapter (``stride=`` for a GPT, ``chunk=``/``streams=`` for
-    an RNN, ``tokenizer=`` for an n-gram model fitted on a string).
+    an RNN, ``tokenizer=`` for an n-gram model fitted on a string, ``end_of_sentence=``/
+    ``batch_size=`` for an encoder-decoder).
     """
     _builtins()
     for model_type, factory in _REGISTRY:

@@ -57,6 +57,7 @@ __all__ = [
     "cross_attend",
     "cross_kv",
     "seq2seq_loss",
+    "source_arrays",
 ]
 
 
@@ -127,6 +128,29 @@ class _Seq2Seq(nnx.Module):
         return self.decode(self.encode(src, src_mask), tgt_in, return_alignment=True)[1]
 
 
+def source_arrays(model: _Seq2Seq, src: Any, src_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check source token ids ``(S,)`` or ``(B, S)`` for ``model`` and return them as ``(B, S)`` with their mask
+    (Chapter 8): integer ids inside the source vocabulary, at least one real token per sentence, at most
+    ``max_source_len``. Used by ``model.bind`` and by the Chapter 9 scorer."""
+    src = np.asarray(src)
+    if src.ndim == 1:
+        src = src[None]
+    mask = np.ones(src.shape, bool) if src_mask is None else np.asarray(src_mask, bool).reshape(src.shape)
+    if src.ndim != 2 or src.shape[1] == 0 or not mask.any(axis=1).all():
+        raise ValueError("every source sentence needs at least one token; an empty source cannot be translated")
+    if not np.issubdtype(src.dtype, np.integer):
+        raise TypeError("the source must be integer token ids; encode the text with the source tokenizer")
+    real = src[mask]
+    if real.min() < 0 or real.max() >= model.src_vocab_size:
+        raise ValueError(
+            f"source ids must lie in [0, {model.src_vocab_size}) (the model's source vocabulary), got "
+            f"{int(real.min())}..{int(real.max())}: were the sentences encoded with the tokenizer this model "
+            "was trained with?"
+        )
+    _check_source(jnp.asarray(src), jnp.asarray(mask), model.max_source_len)
+    return src, mask
+
+
 class BoundDecoder(nnx.Module):
     """A seq2seq model with its source attached: the decoder protocol of :mod:`lmbook.generate.loop`.
 
@@ -137,22 +161,7 @@ class BoundDecoder(nnx.Module):
     """
 
     def __init__(self, model: _Seq2Seq, src: Any, src_mask: Any = None) -> None:
-        src = np.asarray(src)
-        if src.ndim == 1:
-            src = src[None]
-        mask = np.ones(src.shape, bool) if src_mask is None else np.asarray(src_mask, bool).reshape(src.shape)
-        if src.ndim != 2 or src.shape[1] == 0 or not mask.any(axis=1).all():
-            raise ValueError("every source sentence needs at least one token; an empty source cannot be translated")
-        if not np.issubdtype(src.dtype, np.integer):
-            raise TypeError("the source must be integer token ids; encode the text with the source tokenizer")
-        real = src[mask]
-        if real.min() < 0 or real.max() >= model.src_vocab_size:
-            raise ValueError(
-                f"source ids must lie in [0, {model.src_vocab_size}) (the model's source vocabulary), got "
-                f"{int(real.min())}..{int(real.max())}: were the sentences encoded with the tokenizer this model "
-                "was trained with?"
-            )
-        _check_source(jnp.asarray(src), jnp.asarray(mask), model.max_source_len)
+        src, mask = source_arrays(model, src, src_mask)
         self.model = model
         self.context = model.context
         self.src = nnx.Variable(jnp.asarray(src, jnp.int32))

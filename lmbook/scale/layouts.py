@@ -62,7 +62,9 @@ def compare_layouts(steps: int = 6, batch_size: int = 16, context: int = 64, n_l
               "tp": runtime.make_mesh((n // model_axis, model_axis), ("data", "model"))}
     out: dict[str, Any] = {}
     for layout, mesh in meshes.items():
-        tc = TrainConfig(steps=steps, learning_rate=3e-3, steps_per_call=steps, progress=False,
+        # one step per call: fit() reuses the one-step program compiled for the HLO below (JAX caches the
+        # compilation) instead of compiling a second, multi-step one
+        tc = TrainConfig(steps=steps, learning_rate=3e-3, steps_per_call=1, progress=False,
                          data_parallel=mesh is not None, precision="float32")
         trainer = Trainer(GPT(cfg, rngs=nnx.Rngs(0)), gpt_loss, tc, mesh=mesh,
                           layout="dp" if layout == "single" else layout)

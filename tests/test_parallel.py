@@ -9,6 +9,7 @@ from lmbook.data.parallel import (
     BOS,
     EOS,
     PAD,
+    bucket_samplers,
     encode_pairs,
     length_buckets,
     make_batch,
@@ -79,3 +80,25 @@ def test_reversal_task():
         assert 2 <= len(s) <= 4 and min(s) >= 3 and max(s) < 6
         assert t == [BOS, *s[::-1], EOS]
     assert reversal_task(3, copy=True).tgt[0][1:-1] == reversal_task(3, copy=True).src[0]
+
+
+def test_bucket_samplers_shapes_and_membership():
+    import jax
+
+    data = reversal_task(200, min_len=2, max_len=12, seed=0)
+    buckets = bucket_samplers(data, 8, bounds=[12, 6])
+    assert [(b.src_len, b.tgt_len) for b in buckets] == [(6, 7), (12, 13)]
+    lengths = np.array([len(s) for s in data.src])
+    assert [b.size for b in buckets] == [int((lengths <= 6).sum()), int((lengths > 6).sum())]
+    for b in buckets:
+        batch = b.sample(jax.random.key(1))
+        assert batch.src.shape == (8, b.src_len) and batch.tgt_in.shape == (8, b.tgt_len)
+        n = np.asarray(batch.src_mask).sum(1)
+        assert n.max() <= b.src_len and (b.src_len == 6 or n.min() > 6)
+        for i in range(8):  # every row is still a real pair
+            s = np.asarray(batch.src[i])[np.asarray(batch.src_mask[i])]
+            o = np.asarray(batch.tgt_out[i])[np.asarray(batch.tgt_mask[i])]
+            np.testing.assert_array_equal(o, [*s[::-1], EOS])
+    assert len(bucket_samplers(data, 8, bounds=[4, 40])) == 2
+    with pytest.raises(ValueError, match="exceeds the last bound"):
+        bucket_samplers(data, 8, bounds=[6])

@@ -9,7 +9,9 @@ From sentence pairs to padded batches:
 3. :func:`make_batch` pads a batch and builds the masks and the shifted
    decoder input/output (teacher forcing); :func:`parallel_sampler` draws
    fixed-shape batches inside a compiled training step;
-   :func:`length_buckets` groups sentences of similar length (less padding).
+   :func:`bucket_samplers` does the same per length bucket (a few fixed
+   shapes, less padding); :func:`length_buckets` cuts a corpus sorted by
+   length into batches.
 4. :func:`split_indices`: deterministic (seeded) splits; :func:`reversal_task`:
    a synthetic task that a small model learns in seconds.
 """
@@ -28,11 +30,13 @@ from lmbook.tokenizers import BPETokenizer
 
 __all__ = [
     "BOS",
+    "Bucket",
     "EOS",
     "PAD",
     "SPECIAL_TOKENS",
     "ParallelBatch",
     "ParallelData",
+    "bucket_samplers",
     "encode_pairs",
     "length_buckets",
     "make_batch",
@@ -150,6 +154,46 @@ def parallel_sampler(data: ParallelData, batch_size: int, *, src_len: int, tgt_l
         return ParallelBatch(*(x[idx] for x in arrays))
 
     return sample
+
+
+class Bucket(NamedTuple):
+    """One length bucket of :func:`bucket_samplers`: its ``sample(key)`` function, its number of
+    pairs, and the shape its batches are padded to (``src_len``, ``tgt_len``)."""
+
+    sample: Any
+    size: int
+    src_len: int
+    tgt_len: int
+
+
+def bucket_samplers(data: ParallelData, batch_size: int, *, bounds: Sequence[int]) -> list[Bucket]:
+    """One :func:`parallel_sampler` per length bucket (Chapter 8).
+
+    A pair's length is the longer of its source and its target (without
+    ``<bos>``/``<eos>``); it goes to the first bucket whose bound holds it, and
+    that bucket's batches are padded to ``src_len = bound`` and
+    ``tgt_len = bound + 1`` (decoder input ``<bos> y``). A handful of bounds
+    gives a handful of shapes, so a training step is compiled once per bucket.
+    Drawing a bucket with probability ``size / len(data)`` and then a pair in
+    it picks every pair with the same probability as one sampler over all of
+    them. Empty buckets are left out; a pair longer than the last bound raises.
+    """
+    bounds = sorted(int(b) for b in bounds)
+    if not bounds or bounds[0] < 1:
+        raise ValueError(f"bounds must be positive lengths, got {bounds}")
+    lengths = np.array([max(len(s), len(t) - 2) for s, t in zip(data.src, data.tgt)], np.int64)
+    if lengths.size and lengths.max() > bounds[-1]:
+        raise ValueError(f"a pair of length {lengths.max()} exceeds the last bound {bounds[-1]}; add a larger "
+                         "bound, or drop long pairs with encode_pairs(max_src_len=..., max_tgt_len=...)")
+    which = np.searchsorted(bounds, lengths)  # first bound >= length
+    buckets = []
+    for b, bound in enumerate(bounds):
+        idx = np.flatnonzero(which == b)
+        if idx.size:
+            part = ParallelData([data.src[i] for i in idx], [data.tgt[i] for i in idx], data.kept[idx])
+            buckets.append(Bucket(parallel_sampler(part, batch_size, src_len=bound, tgt_len=bound + 1),
+                                  int(idx.size), bound, bound + 1))
+    return buckets
 
 
 def length_buckets(

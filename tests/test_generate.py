@@ -217,6 +217,51 @@ def test_exhaustive_beam_finds_the_brute_force_optimum(alpha):
     assert np.all(np.diff(out.beam_scores[0]) <= 1e-6)  # finished hypotheses come best first
 
 
+def _has_repeat(seq, n):
+    grams = [tuple(seq[j : j + n]) for j in range(len(seq) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_exhaustive_beam_without_repeated_bigrams_finds_the_brute_force_optimum(alpha):
+    cfg = GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8)
+    m = GPT(cfg, rngs=nnx.Rngs(7))
+    m.wte[...] = m.wte[...] * 30
+    prompt, stop, n_max = [1, 2], 0, 5
+    best = (-np.inf, None)
+    for n in range(1, n_max + 1):
+        for seq in itertools.product(range(4), repeat=n):
+            if stop in seq[:-1] or (n < n_max and seq[-1] != stop) or _has_repeat(seq, 2):
+                continue
+            score = _log_prob(m, prompt, seq) / n**alpha
+            best = max(best, (score, seq), key=lambda b: b[0])
+    # 81 = 3**4 beams keep every unfinished hypothesis alive: the search is exhaustive
+    out = beam_search(m, prompt, n_max, beam_size=81, stop_tokens=[stop], length_penalty=alpha, no_repeat_ngram=2)
+    np.testing.assert_array_equal(out.new_tokens(0), best[1])
+    assert out.scores[0] == pytest.approx(best[0], abs=1e-4)
+    for k in range(out.beams.shape[1]):
+        if np.isfinite(out.beam_scores[0, k]):
+            assert not _has_repeat(out.beams[0, k, : out.beam_lengths[0, k]].tolist(), 2)
+
+
+def test_repeat_bans_match_a_python_reference():
+    from lmbook.generate.beam import repeat_bans
+
+    rng = np.random.default_rng(0)
+    seqs = rng.integers(0, 3, size=(2, 3, 12)).astype(np.int32)
+    for n in (2, 3, 4):
+        for i in range(13):
+            got = np.asarray(repeat_bans(jnp.asarray(seqs), jnp.int32(i), n, 3))
+            for b in range(2):
+                for k in range(3):
+                    s = seqs[b, k, :i].tolist()
+                    want = {s[j + n - 1] for j in range(i - n + 1) if i >= n - 1 and s[j : j + n - 1] == s[i - n + 1 :]}
+                    assert set(np.flatnonzero(got[b, k])) == want, (n, i, b, k)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        beam_search(GPT(GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0)),
+                    [1], 2, no_repeat_ngram=1)
+
+
 def test_exercise_checkers_accept_the_reference_and_catch_a_tie_bug():
     from lmbook.checks.decoding import check_top_k, check_top_p
 

@@ -5,8 +5,10 @@ and the ``beam_size`` best finished ones. A hypothesis finishes when it emits a
 stop token or reaches ``max_new_tokens``; finished hypotheses are ranked by
 ``log p(y) / n ** length_penalty`` with ``n`` the number of generated tokens
 (including the stop token), so that short outputs are not favoured just for
-being short (Wu et al., 2016, use a similar normalisation). The whole search,
-with a key/value cache reordered after every step, is one compiled program.
+being short (Wu et al., 2016, use a similar normalisation). ``no_repeat_ngram=n`` forbids a
+hypothesis to generate any n-gram twice, the usual guard against beam search's
+loops. The whole search, with a key/value cache reordered after every step, is
+one compiled program.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def beam_search(
     length_penalty: float = 1.0,
     stop_tokens: Sequence[int] = (),
     pad_token: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> BeamResult:
     """Length-normalised beam search with a decoder (see :mod:`lmbook.generate.loop`) (Chapter 7).
 
@@ -70,6 +73,8 @@ def beam_search(
             (0 = raw log-probabilities, 1 = mean log-probability per token).
         stop_tokens: tokens that end a hypothesis.
         pad_token: written after the end of each hypothesis.
+        no_repeat_ngram: ``n >= 2`` gives a token that would complete an n-gram already present in the
+            hypothesis's generated tokens (not the prompt) probability zero; 0 switches it off.
     """
     prompt = np.asarray(prompt)
     if prompt.ndim == 1:
@@ -78,6 +83,8 @@ def beam_search(
         raise ValueError("beam_search needs integer token ids of shape (T,) or (B, T) with T >= 1")
     if beam_size < 1 or max_new_tokens < 1:
         raise ValueError(f"beam_size and max_new_tokens must be >= 1, got {beam_size}, {max_new_tokens}")
+    if no_repeat_ngram < 0 or no_repeat_ngram == 1:
+        raise ValueError(f"no_repeat_ngram must be 0 (off) or at least 2, got {no_repeat_ngram}")
     check_prompt_ids(prompt, np.full(prompt.shape[0], prompt.shape[1]), model)
     context = int(getattr(model, "context"))
     if prompt.shape[1] + max_new_tokens > context:
@@ -88,7 +95,7 @@ def beam_search(
     graphdef, state = nnx.split(model)
     stops = jnp.asarray(np.asarray(list(stop_tokens), np.int32).reshape(-1))
     out = _beam(graphdef, state, jnp.asarray(prompt, jnp.int32), stops, jnp.float32(length_penalty),
-                beam=beam_size, n_new=max_new_tokens)
+                beam=beam_size, n_new=max_new_tokens, no_repeat=int(no_repeat_ngram))
     seqs, scores, lps, lens = (np.asarray(x) for x in jax.device_get(out))
     positions = np.arange(max_new_tokens)
     seqs = np.where(positions[None, None] < lens[..., None], seqs, pad_token).astype(np.int32)
@@ -101,8 +108,26 @@ def _gather(x: jax.Array, idx: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "beam", "n_new"))
-def _beam(graphdef, state, prompt, stops, alpha, *, beam, n_new):
+def repeat_bans(seqs: jax.Array, i: jax.Array, n: int, vocab: int) -> jax.Array:
+    """``(B, K, vocab)`` mask of the tokens that would repeat an n-gram of ``seqs[..., :i]`` at position ``i``.
+
+    A token ``v`` is banned when some earlier n-gram ``seqs[..., j : j + n]`` (inside the first ``i`` tokens)
+    starts with the same ``n - 1`` tokens as ``seqs[..., i - n + 1 : i]`` and ends with ``v``.
+    """
+    batch, beam, length = seqs.shape
+    starts = jnp.arange(max(length - n + 1, 0))
+    windows = seqs[..., starts[:, None] + jnp.arange(n - 1)]                    # (B, K, J, n - 1)
+    current = jax.lax.dynamic_slice_in_dim(seqs, jnp.maximum(i - n + 1, 0), n - 1, axis=2)
+    match = jnp.all(windows == current[..., None, :], axis=-1)
+    match &= (starts + n - 1 < i) & (i >= n - 1)                                 # the n-gram is complete
+    follower = seqs[..., starts + n - 1]                                         # (B, K, J)
+    rows = jnp.arange(batch)[:, None, None]
+    beams = jnp.arange(beam)[None, :, None]
+    return jnp.zeros((batch, beam, vocab), bool).at[rows, beams, follower].max(match)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "beam", "n_new", "no_repeat"))
+def _beam(graphdef, state, prompt, stops, alpha, *, beam, n_new, no_repeat=0):
     batch, n_prompt = prompt.shape
     model = nnx.merge(graphdef, state)
     model.eval()
@@ -122,6 +147,8 @@ def _beam(graphdef, state, prompt, stops, alpha, *, beam, n_new):
 
     def body(i, carry):
         alive_lp, alive_seq, fin_seq, fin_score, fin_lp, fin_len, logp, cache = carry
+        if no_repeat:
+            logp = jnp.where(repeat_bans(alive_seq, i, no_repeat, vocab), neg, logp)
         cand = (alive_lp[..., None] + logp).reshape(batch, beam * vocab)
         vals, idx = jax.lax.top_k(cand, n_cand)
         src, tok = idx // vocab, (idx % vocab).astype(jnp.int32)

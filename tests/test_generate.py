@@ -197,8 +197,14 @@ def _log_prob(model, prompt, seq):
     return sum(logp[len(prompt) - 1 + i, s] for i, s in enumerate(seq))
 
 
+def _has_repeat(seq, n):
+    grams = [tuple(seq[j : j + n]) for j in range(len(seq) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_exhaustive_beam_finds_the_brute_force_optimum(alpha):
+@pytest.mark.parametrize("no_repeat", [0, 2])
+def test_exhaustive_beam_finds_the_brute_force_optimum(alpha, no_repeat):
     cfg = GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8)
     m = GPT(cfg, rngs=nnx.Rngs(7))
     m.wte[...] = m.wte[...] * 30
@@ -206,42 +212,20 @@ def test_exhaustive_beam_finds_the_brute_force_optimum(alpha):
     best = (-np.inf, None)
     for n in range(1, n_max + 1):
         for seq in itertools.product(range(4), repeat=n):
-            if stop in seq[:-1] or (n < n_max and seq[-1] != stop):
+            if stop in seq[:-1] or (n < n_max and seq[-1] != stop) or (no_repeat and _has_repeat(seq, no_repeat)):
                 continue
             score = _log_prob(m, prompt, seq) / n**alpha
             best = max(best, (score, seq), key=lambda b: b[0])
-    out = beam_search(m, prompt, n_max, beam_size=27, stop_tokens=[stop], length_penalty=alpha)
+    # 27 = 3**3 beams keep every unfinished hypothesis alive: the search is exhaustive
+    out = beam_search(m, prompt, n_max, beam_size=27, stop_tokens=[stop], length_penalty=alpha,
+                      no_repeat_ngram=no_repeat)
     np.testing.assert_array_equal(out.new_tokens(0), best[1])
     assert out.scores[0] == pytest.approx(best[0], abs=1e-4)
     assert out.log_probs[0] == pytest.approx(_log_prob(m, prompt, best[1]), abs=1e-4)
     assert np.all(np.diff(out.beam_scores[0]) <= 1e-6)  # finished hypotheses come best first
-
-
-def _has_repeat(seq, n):
-    grams = [tuple(seq[j : j + n]) for j in range(len(seq) - n + 1)]
-    return len(grams) != len(set(grams))
-
-
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_exhaustive_beam_without_repeated_bigrams_finds_the_brute_force_optimum(alpha):
-    cfg = GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8)
-    m = GPT(cfg, rngs=nnx.Rngs(7))
-    m.wte[...] = m.wte[...] * 30
-    prompt, stop, n_max = [1, 2], 0, 5
-    best = (-np.inf, None)
-    for n in range(1, n_max + 1):
-        for seq in itertools.product(range(4), repeat=n):
-            if stop in seq[:-1] or (n < n_max and seq[-1] != stop) or _has_repeat(seq, 2):
-                continue
-            score = _log_prob(m, prompt, seq) / n**alpha
-            best = max(best, (score, seq), key=lambda b: b[0])
-    # 81 = 3**4 beams keep every unfinished hypothesis alive: the search is exhaustive
-    out = beam_search(m, prompt, n_max, beam_size=81, stop_tokens=[stop], length_penalty=alpha, no_repeat_ngram=2)
-    np.testing.assert_array_equal(out.new_tokens(0), best[1])
-    assert out.scores[0] == pytest.approx(best[0], abs=1e-4)
-    for k in range(out.beams.shape[1]):
-        if np.isfinite(out.beam_scores[0, k]):
-            assert not _has_repeat(out.beams[0, k, : out.beam_lengths[0, k]].tolist(), 2)
+    if no_repeat:
+        for k in np.flatnonzero(np.isfinite(out.beam_scores[0])):
+            assert not _has_repeat(out.beams[0, k, : out.beam_lengths[0, k]].tolist(), no_repeat)
 
 
 def test_repeat_bans_match_a_python_reference():

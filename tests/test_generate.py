@@ -241,9 +241,11 @@ def test_repeat_bans_match_a_python_reference():
                     s = seqs[b, k, :i].tolist()
                     want = {s[j + n - 1] for j in range(i - n + 1) if i >= n - 1 and s[j : j + n - 1] == s[i - n + 1 :]}
                     assert set(np.flatnonzero(got[b, k])) == want, (n, i, b, k)
+    tiny = GPT(GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="no_repeat_ngram"):
-        beam_search(GPT(GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0)),
-                    [1], 2, no_repeat_ngram=1)
+        beam_search(tiny, [1], 2, no_repeat_ngram=1)
+    # n longer than the continuation: no n-gram can repeat, so the search is the unconstrained one
+    np.testing.assert_array_equal(beam_search(tiny, [1], 2, no_repeat_ngram=4).beams, beam_search(tiny, [1], 2).beams)
 
 
 def test_exercise_checkers_accept_the_reference_and_catch_a_tie_bug():

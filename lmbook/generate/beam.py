@@ -5,10 +5,10 @@ and the ``beam_size`` best finished ones. A hypothesis finishes when it emits a
 stop token or reaches ``max_new_tokens``; finished hypotheses are ranked by
 ``log p(y) / n ** length_penalty`` with ``n`` the number of generated tokens
 (including the stop token), so that short outputs are not favoured just for
-being short (Wu et al., 2016, use a similar normalisation). ``no_repeat_ngram=n`` forbids a
-hypothesis to generate any n-gram twice, the usual guard against beam search's
-loops. The whole search, with a key/value cache reordered after every step, is
-one compiled program.
+being short (Wu et al., 2016, use a similar normalisation). ``no_repeat_ngram=n``
+forbids a hypothesis to generate any n-gram twice, the usual guard against beam
+search's loops. The whole search, with a key/value cache reordered after every
+step, is one compiled program.
 """
 
 from __future__ import annotations
@@ -92,10 +92,12 @@ def beam_search(
             f"prompt ({prompt.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds the context ({context}); "
             "shorten the prompt or generate fewer tokens"
         )
+    # A repeated n-gram needs n + 1 generated tokens; with fewer the ban can never apply.
+    no_repeat = int(no_repeat_ngram) if no_repeat_ngram <= max_new_tokens else 0
     graphdef, state = nnx.split(model)
     stops = jnp.asarray(np.asarray(list(stop_tokens), np.int32).reshape(-1))
     out = _beam(graphdef, state, jnp.asarray(prompt, jnp.int32), stops, jnp.float32(length_penalty),
-                beam=beam_size, n_new=max_new_tokens, no_repeat=int(no_repeat_ngram))
+                beam=beam_size, n_new=max_new_tokens, no_repeat=no_repeat)
     seqs, scores, lps, lens = (np.asarray(x) for x in jax.device_get(out))
     positions = np.arange(max_new_tokens)
     seqs = np.where(positions[None, None] < lens[..., None], seqs, pad_token).astype(np.int32)

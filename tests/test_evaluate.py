@@ -95,6 +95,36 @@ def test_context_scorer_matches_the_mlp_on_its_windows():
     np.testing.assert_allclose(scorer.log_probs(ids), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["gpt", "gpt stride 3", "lstm", "lstm streams", "mlp"])
+def test_log_probs_batch_equals_one_call_per_sequence(kind, gpt, lstm):
+    mlp = MLPLanguageModel(13, 3, 4, 8, rngs=nnx.Rngs(2))
+    scorer = {"gpt": lambda: ev.WindowScorer(gpt, batch_size=4), "gpt stride 3": lambda: ev.WindowScorer(gpt, stride=3),
+              "lstm": lambda: ev.RecurrentScorer(lstm, chunk=6, batch_size=2),
+              "lstm streams": lambda: ev.RecurrentScorer(lstm, chunk=6, streams=2, burn_in=3),
+              "mlp": lambda: ev.ContextScorer(mlp, batch_size=8)}[kind]()
+    rng = np.random.default_rng(5)
+    seqs = [rng.integers(0, 11, n) for n in (1, 2, 3, 9, 25, 4, 17, 0, 12)]  # includes ones too short to score
+    batched = scorer.log_probs_batch(seqs, [None] * len(seqs))
+    assert len(batched) == len(seqs)
+    for ids, got in zip(seqs, batched):
+        np.testing.assert_allclose(got, scorer.log_probs(ids), atol=1e-5)
+    with pytest.raises(ValueError, match="condition"):
+        scorer.log_probs_batch(seqs[:1], ["a source"])
+
+
+def test_multiple_choice_with_a_neural_model_sums_the_choice_tokens(gpt):
+    tok = CharTokenizer.train("abcdefghijkl ")
+    items = [ev.ChoiceItem("abc def ", ("gh", "ijk", "l"), 1), ev.ChoiceItem("kjih gfe", (" a", "b"), 0)]
+    acc, scores = ev.multiple_choice(gpt, tok, items)
+    scorer = ev.WindowScorer(gpt)
+    for i, it in enumerate(items):
+        for j, choice in enumerate(it.choices):
+            ids = tok.encode(it.context + choice)
+            assert scores[i, j] == pytest.approx(scorer.log_probs(ids)[-len(choice):].sum(), abs=1e-5)
+    assert scores[1, 2] == -np.inf
+    assert acc == np.mean(scores.argmax(1) == [1, 0])
+
+
 def test_ngram_scorer_on_ids_and_on_strings():
     tok = CharTokenizer.train(TEXT)
     ids = np.asarray(tok.encode(TEXT))

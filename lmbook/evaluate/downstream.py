@@ -41,7 +41,7 @@ def multiple_choice(model: Any, tokenizer: Any, items: Sequence[ChoiceItem], *, 
     if not items:
         raise ValueError("no items to score")
     width = max(len(it.choices) for it in items)
-    scores = np.full((len(items), width), -np.inf)
+    cells, seqs = [], []  # (item, choice, tokens of the choice), and the sequence each is scored in
     for i, it in enumerate(items):
         if not 0 <= it.answer < len(it.choices):
             raise ValueError(f"item {i}: answer {it.answer} is not an index into its {len(it.choices)} choices")
@@ -51,7 +51,15 @@ def multiple_choice(model: Any, tokenizer: Any, items: Sequence[ChoiceItem], *, 
             if len(ctx) < scorer.offset or not cont:
                 raise ValueError(f"item {i}: the context must have at least {scorer.offset} tokens and the "
                                  "choice at least one")
-            lp = scorer.log_probs(np.asarray(ctx + cont, np.int64))[-len(cont):].sum()
-            scores[i, j] = lp / len(choice) if normalize else lp
+            cells.append((i, j, len(cont)))
+            seqs.append(np.asarray(ctx + cont, np.int64))
+    if hasattr(scorer, "log_probs_batch"):  # every sequence in shared batches
+        lps = scorer.log_probs_batch(seqs, [None] * len(seqs))
+    else:
+        lps = [scorer.log_probs(x) for x in seqs]
+    scores = np.full((len(items), width), -np.inf)
+    for (i, j, n), lp in zip(cells, lps):
+        total = float(np.sum(lp[-n:]))
+        scores[i, j] = total / len(items[i].choices[j]) if normalize else total
     answers = np.array([it.answer for it in items])
     return float(np.mean(scores.argmax(1) == answers)), scores

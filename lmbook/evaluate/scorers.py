@@ -32,7 +32,7 @@ calling :func:`register_scorer`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -127,13 +127,22 @@ class _Neural:
 
         self._picked, self._full = _COMPILED[key] = jax.jit(picked), jax.jit(log_softmax)
 
-    def _run(self, ids: Any, full: bool) -> np.ndarray:
+    def _run_many(self, seqs: list[np.ndarray], full: bool) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def _run(self, ids: Any, full: bool) -> np.ndarray:
+        return self._run_many([_as_ids(ids)], full)[0]
 
     def log_probs(self, ids: Any, condition: Any = None) -> np.ndarray:
         """$\\ln p$ of every token from position ``offset`` on (float64)."""
         _no_condition(type(self).__name__, condition)
         return self._run(ids, full=False)
+
+    def log_probs_batch(self, seqs: Sequence[Any], conditions: Sequence[Any] | None = None) -> list[np.ndarray]:
+        """:meth:`log_probs` of many sequences, their passes shared in batches (equal to one call each)."""
+        for condition in conditions or ():
+            _no_condition(type(self).__name__, condition)
+        return self._run_many([_as_ids(ids) for ids in seqs], full=False)
 
     def log_distributions(self, ids: Any, condition: Any = None) -> np.ndarray:
         """``(len(ids) - offset, V)`` next-token log-probabilities, from the same passes as :meth:`log_probs`."""
@@ -185,11 +194,13 @@ class ContextScorer(_Neural):
         idx = np.arange(ids.size - k)[:, None] + np.arange(k)[None, :]
         return ids[idx].astype(np.int32)
 
-    def _run(self, ids: Any, full: bool) -> np.ndarray:
-        ids = _as_ids(ids)
-        if ids.size <= self.offset:
-            return np.zeros((0,) if not full else (0, 0))
-        x, y = self._windows(ids), ids[self.offset :].astype(np.int32)
+    def _run_many(self, seqs: list[np.ndarray], full: bool) -> list[np.ndarray]:
+        counts = [max(ids.size - self.offset, 0) for ids in seqs]
+        scored = [ids for ids, c in zip(seqs, counts) if c]
+        if not scored:
+            return [np.zeros((0,) if not full else (0, 0)) for _ in seqs]
+        x = np.concatenate([self._windows(ids) for ids in scored])
+        y = np.concatenate([ids[self.offset :] for ids in scored]).astype(np.int32)
         out = []
         for s in range(0, len(y), self.batch_size):
             xb, yb = x[s : s + self.batch_size], y[s : s + self.batch_size]
@@ -199,7 +210,7 @@ class ContextScorer(_Neural):
             else:
                 res = self._picked(self._state, jnp.asarray(_pad_rows(yb, rows)), jnp.asarray(_pad_rows(xb, rows)))[0]
             out.append(np.asarray(res, np.float64)[: len(yb)])
-        return np.concatenate(out)
+        return np.split(np.concatenate(out), np.cumsum(counts)[:-1])
 
 
 class WindowScorer(_Neural):
@@ -234,25 +245,28 @@ class WindowScorer(_Neural):
         first = np.where(starts == 0, 0, T - s)  # outputs before T - s were scored by the previous window
         return starts, first
 
-    def _run(self, ids: Any, full: bool) -> np.ndarray:
-        ids = _as_ids(ids)
-        n, T = ids.size, self.context
-        starts, first = self.plan(n)
-        if starts.size == 0:
-            return np.zeros((0,) if not full else (0, 0))
-        padded = np.zeros(starts[-1] + T + 1, np.int32)
-        padded[:n] = ids
-        out = []
-        for b in range(0, len(starts), self.batch_size):
-            st, fi = starts[b : b + self.batch_size], first[b : b + self.batch_size]
-            win = padded[st[:, None] + np.arange(T + 1)[None, :]]
-            rows = _round_up(len(st), self.batch_size)
-            x, y = jnp.asarray(_pad_rows(win[:, :-1], rows)), jnp.asarray(_pad_rows(win[:, 1:], rows))
+    def _run_many(self, seqs: list[np.ndarray], full: bool) -> list[np.ndarray]:
+        T = self.context
+        windows, spans = [], []  # every window of every sequence; (sequence, first output, stop) for each
+        for k, ids in enumerate(seqs):
+            starts, first = self.plan(ids.size)
+            if starts.size == 0:
+                continue
+            padded = np.zeros(starts[-1] + T + 1, np.int32)
+            padded[: ids.size] = ids
+            windows.append(padded[starts[:, None] + np.arange(T + 1)[None, :]])
+            # outputs before `first` were scored by the previous window; from `stop` on they predict padding
+            spans += [(k, int(f), min(T, ids.size - 1 - int(st))) for st, f in zip(starts, first)]
+        pieces: list[list[np.ndarray]] = [[] for _ in seqs]
+        win = np.concatenate(windows) if windows else np.zeros((0, T + 1), np.int32)
+        for b in range(0, len(win), self.batch_size):
+            chunk = win[b : b + self.batch_size]
+            rows = _round_up(len(chunk), self.batch_size)
+            x, y = jnp.asarray(_pad_rows(chunk[:, :-1], rows)), jnp.asarray(_pad_rows(chunk[:, 1:], rows))
             res = np.asarray(self._full(self._state, x)[0] if full else self._picked(self._state, y, x)[0], np.float64)
-            for r in range(len(st)):
-                stop = min(T, n - 1 - st[r])  # outputs that predict a real token
-                out.append(res[r, fi[r] : stop])
-        return np.concatenate(out)
+            for r, (k, f, stop) in enumerate(spans[b : b + len(chunk)]):
+                pieces[k].append(res[r, f:stop])
+        return [np.concatenate(p) if p else np.zeros((0,) if not full else (0, 0)) for p in pieces]
 
 
 class RecurrentScorer(_Neural):
@@ -262,20 +276,55 @@ class RecurrentScorer(_Neural):
     across chunks, so every token is predicted from *all* tokens before it.
     With ``streams > 1`` the targets are cut into that many contiguous parts
     read side by side as one batch (faster); each part first reads the
-    ``burn_in`` tokens before it, unscored, to warm up its state. Offset 1.
+    ``burn_in`` tokens before it, unscored, to warm up its state. With one
+    stream, :meth:`log_probs_batch` reads many sequences side by side instead,
+    ``batch_size`` at a time, each from a zero state (exact). Offset 1.
     """
 
     offset = 1
 
-    def __init__(self, model: nnx.Module, *, chunk: int = 256, streams: int = 1, burn_in: int = 256) -> None:
+    def __init__(self, model: nnx.Module, *, chunk: int = 256, streams: int = 1, burn_in: int = 256,
+                 batch_size: int = 64) -> None:
         self.chunk, self.streams, self.burn_in = int(chunk), int(streams), int(burn_in)
-        if min(self.chunk, self.streams) < 1 or self.burn_in < 0:
-            raise ValueError("chunk and streams must be >= 1 and burn_in >= 0")
+        self.batch_size = int(batch_size)
+        if min(self.chunk, self.streams, self.batch_size) < 1 or self.burn_in < 0:
+            raise ValueError("chunk, streams and batch_size must be >= 1 and burn_in >= 0")
         super().__init__(model, lambda m, x, state: m(x, initial_state=state, return_state=True))
         self._graphdef = nnx.split(model)[0]
 
-    def _run(self, ids: Any, full: bool) -> np.ndarray:
-        ids = _as_ids(ids)
+    def _read(self, x: np.ndarray, y: np.ndarray, full: bool) -> np.ndarray:
+        """Outputs for rows of inputs ``x`` and targets ``y`` (length a multiple of ``chunk``), each row read
+        from a zero state in chunks, the state carried across them."""
+        shapes = jax.eval_shape(  # the structure of the state, without running or compiling the model
+            lambda st, xs: nnx.merge(self._graphdef, st)(xs, return_state=True)[1], self._state, x[:, :1])
+        state = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+        pieces = []
+        for c in range(0, x.shape[1], self.chunk):
+            xc = jnp.asarray(x[:, c : c + self.chunk])
+            if full:
+                res, state = self._full(self._state, xc, state)
+            else:
+                res, state = self._picked(self._state, jnp.asarray(y[:, c : c + self.chunk]), xc, state)
+            pieces.append(np.asarray(res, np.float64))
+        return np.concatenate(pieces, axis=1)
+
+    def _run_many(self, seqs: list[np.ndarray], full: bool) -> list[np.ndarray]:
+        if self.streams > 1:  # each sequence is cut into streams of its own
+            return [self._run_streams(ids, full) for ids in seqs]
+        out = [np.zeros((0,) if not full else (0, 0)) for _ in seqs]
+        todo = sorted((k for k, ids in enumerate(seqs) if ids.size > 1), key=lambda k: seqs[k].size)
+        for b in range(0, len(todo), self.batch_size):  # sequences of similar length share a batch
+            group = todo[b : b + self.batch_size]
+            length = -(-max(seqs[k].size - 1 for k in group) // self.chunk) * self.chunk
+            x, y = np.zeros((2, _round_up(len(group), self.batch_size), length), np.int32)
+            for r, k in enumerate(group):
+                x[r, : seqs[k].size - 1], y[r, : seqs[k].size - 1] = seqs[k][:-1], seqs[k][1:]
+            res = self._read(x, y, full)
+            for r, k in enumerate(group):
+                out[k] = res[r, : seqs[k].size - 1]
+        return out
+
+    def _run_streams(self, ids: np.ndarray, full: bool) -> np.ndarray:
         m = ids.size - 1  # targets at positions 1..n-1
         if m < 1:
             return np.zeros((0,) if not full else (0, 0))
@@ -289,18 +338,7 @@ class RecurrentScorer(_Neural):
         pos = read[:, None] + np.arange(length)[None, :]     # input positions; the target is pos + 1
         x = np.where(pos < ids.size, ids[np.minimum(pos, ids.size - 1)], 0).astype(np.int32)
         y = np.where(pos + 1 < ids.size, ids[np.minimum(pos + 1, ids.size - 1)], 0).astype(np.int32)
-        shapes = jax.eval_shape(  # the structure of the state, without running or compiling the model
-            lambda st, xs: nnx.merge(self._graphdef, st)(xs, return_state=True)[1], self._state, x[:, :1])
-        state = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-        pieces = []
-        for c in range(0, length, self.chunk):
-            xc = jnp.asarray(x[:, c : c + self.chunk])
-            if full:
-                res, state = self._full(self._state, xc, state)
-            else:
-                res, state = self._picked(self._state, jnp.asarray(y[:, c : c + self.chunk]), xc, state)
-            pieces.append(np.asarray(res, np.float64))
-        res = np.concatenate(pieces, axis=1)
+        res = self._read(x, y, full)
         out = [res[s, begin[s] - 1 - read[s] : end[s] - 1 - read[s]] for s in range(S)]
         return np.concatenate(out)
 

@@ -119,7 +119,10 @@ def logit_lens(model: nnx.Module, tokens: jax.Array) -> jax.Array:
 
     The last row equals ``model(tokens)``.
     """
-    return unembed(model, residual_stream(model, tokens))
+    return _unembed(model, residual_stream(model, tokens))
+
+
+_unembed = nnx.jit(unembed)  # one compiled program, not one per operation
 
 
 def speaker_name_labels(text: str) -> np.ndarray:

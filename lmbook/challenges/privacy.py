@@ -155,6 +155,7 @@ def per_example_grads(loss_fn: Callable[[nnx.Module, Any], jax.Array], model: nn
     return _per_example_grads(loss_fn, graphdef, params, rest, batch)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))  # one compiled program; inlined when called under a trace
 def _per_example_grads(loss_fn: Callable, graphdef: Any, params: Any, rest: Any, batch: Any) -> PyTree:
     def one(p: Any, example: Any) -> jax.Array:
         return loss_fn(nnx.merge(graphdef, p, rest), jax.tree.map(lambda x: x[None], example))
@@ -169,6 +170,11 @@ def dp_aggregate(per_example: PyTree, l2_norm_clip: float, noise_multiplier: flo
     Uses ``key`` as ``optax.contrib.differentially_private_aggregate`` does (one split per leaf,
     in ``jax.tree.flatten`` order), so both give the same numbers for the same key.
     """
+    return _dp_aggregate(per_example, l2_norm_clip, noise_multiplier, key)
+
+
+@jax.jit
+def _dp_aggregate(per_example: PyTree, l2_norm_clip: Any, noise_multiplier: Any, key: jax.Array) -> PyTree:
     leaves, treedef = jax.tree.flatten(per_example)
     batch = leaves[0].shape[0]
     norms = jnp.sqrt(sum(jnp.sum(jnp.reshape(g, (batch, -1)) ** 2, axis=1) for g in leaves))

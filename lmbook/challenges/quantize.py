@@ -17,6 +17,8 @@ and the result still runs through ``model(tokens)`` and ``lmbook.generate``.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, NamedTuple
 
 import jax
@@ -71,14 +73,21 @@ def quantize(w: jax.Array, bits: int = 8, group_size: int | None = None) -> Quan
         group_size: ``None`` for one scale per output channel (column), else the
             number of consecutive input rows sharing a scale (must divide ``d_in``).
     """
+    w = jnp.asarray(w)
     g = _check(w, bits, group_size)
+    q, scale = _absmax(w, bits, g)
+    return QuantizedTensor(q, scale, bits)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one compiled program per shape, not one per operation
+def _absmax(w: jax.Array, bits: int, g: int) -> tuple[jax.Array, jax.Array]:
     q_max = 2 ** (bits - 1) - 1
     d_in, d_out = w.shape
-    wg = jnp.asarray(w, jnp.float32).reshape(d_in // g, g, d_out)
+    wg = w.astype(jnp.float32).reshape(d_in // g, g, d_out)
     scale = jnp.max(jnp.abs(wg), axis=1) / q_max  # (groups, d_out)
     scale = jnp.where(scale > 0, scale, 1.0)  # an all-zero column: any scale represents it exactly
     q = jnp.clip(jnp.round(wg / scale[:, None, :]), -q_max, q_max).astype(jnp.int8)
-    return QuantizedTensor(q.reshape(d_in, d_out), scale, bits)
+    return q.reshape(d_in, d_out), scale
 
 
 def dequantize(qt: QuantizedTensor, dtype: Any = jnp.float32) -> jax.Array:
@@ -111,6 +120,11 @@ def pack_int4(q: jax.Array) -> jax.Array:
     """Pack int4 values (int8 in ``[-8, 7]``, even number of rows) two per byte: ``(d_in / 2, d_out)`` uint8."""
     if q.shape[0] % 2:
         raise ValueError(f"pack_int4 needs an even number of rows, got {q.shape[0]}")
+    return _pack(q)
+
+
+@jax.jit
+def _pack(q: jax.Array) -> jax.Array:
     nibbles = q.astype(jnp.uint8) & 0xF
     return nibbles[0::2] | (nibbles[1::2] << 4)
 

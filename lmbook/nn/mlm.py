@@ -8,6 +8,8 @@ positions it will be graded on. Only the picked positions carry loss weight.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -49,7 +51,12 @@ def mlm_mask(
         raise ValueError(f"rate must be in (0, 1], got {rate}")
     if vocab_size < 2:
         raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
-    tokens = jnp.asarray(tokens)
+    return _corrupt(jnp.asarray(tokens), key, maskable, mask_id=mask_id, vocab_size=vocab_size, rate=rate)
+
+
+@functools.partial(jax.jit, static_argnames=("mask_id", "vocab_size", "rate"))  # one program, not one per op
+def _corrupt(tokens: jax.Array, key: jax.Array, maskable: jax.Array | None, *, mask_id: int, vocab_size: int,
+             rate: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     k_pick, k_kind, k_rand = jax.random.split(key, 3)
     picked = jax.random.bernoulli(k_pick, rate, tokens.shape)
     if maskable is not None:

@@ -25,7 +25,7 @@ MINIMUMS: dict[str, str] = {
     "orbax-checkpoint": "0.11.17",  # the oldest that imports with jax 0.7 (PositionalSharding was removed)
     "numpy": "1.26",
     "scipy": "1.12",  # jax 0.7.1's floor
-    "matplotlib": "3.7",
+    "matplotlib": "3.9",  # older pyplot imports IPython's backend2gui, gone in IPython 9.16: no plots in Jupyter
     "tqdm": "4.66",
     "ipywidgets": "8",
 }

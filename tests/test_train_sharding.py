@@ -2,7 +2,8 @@
 
 Every layout must give the one-device losses (float32; the layouts only change the order of
 the sums inside matmuls and gradient reductions, so losses agree to ~1e-6 relative, and we
-allow 2e-5 over 6 steps of Adam), place each array as its rule declares, and write checkpoints
+allow 2e-5 over 6 steps of Adam), place each array as its rule declares (and keep it there
+through training), and write checkpoints
 that restore onto a different mesh.
 """
 
@@ -60,6 +61,10 @@ SCRIPT = textwrap.dedent(
         else:
             assert qkv.sharding.spec == P(None, "model") and qkv.addressable_shards[0].data.shape == (32, 48)
             assert params["blocks"][0]["mlp_out"]["kernel"].sharding.spec == P("model")
+        # after training every array keeps its declared layout (a drifted one would make the next
+        # compiled call see new input shardings and compile again)
+        for leaf, declared in zip(jax.tree.leaves(t._state), jax.tree.leaves(t._state_sharding)):
+            assert leaf.sharding.is_equivalent_to(declared, leaf.ndim), (layout, leaf.sharding, declared)
         # the optimiser's moments follow their parameters
         for leaf_path, leaf in jax.tree_util.tree_flatten_with_path(opt)[0]:
             if leaf.shape == qkv.shape:

@@ -159,12 +159,18 @@ class Trainer:
         (loss, (metrics, rest)), grads = grad_fn(params)
         updates, opt_state = self.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        new_state = (params, rest, opt_state)
-        if self.mesh is not None:
-            new_state = jax.lax.with_sharding_constraint(new_state, self._state_sharding)
+        new_state = self._pin((params, rest, opt_state))
         out = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": self.schedule(step)}
         out.update({f"metric/{k}": v for k, v in metrics.items()})
         return new_state, out
+
+    def _pin(self, state: Any) -> Any:
+        """The training state in its declared layout (on a mesh). Pinned inside each step and on the
+        loop's result: left free, XLA may return some leaves in another layout (it sharded FSDP's
+        replicated biases), and the next call, seeing new input shardings, would compile again."""
+        if self.mesh is None:
+            return state
+        return jax.lax.with_sharding_constraint(state, self._state_sharding)
 
     def _sampled_call(self, state: Any, step0: jax.Array, key: jax.Array, *, n: int, sample: Any) -> Any:
         def body(state, i):
@@ -172,7 +178,8 @@ class Trainer:
             batch = self._constrain_batch(sample(jax.random.fold_in(key, step)))
             return self._train_step(state, batch, step)
 
-        return jax.lax.scan(body, state, jnp.arange(n, dtype=jnp.int32))
+        state, outs = jax.lax.scan(body, state, jnp.arange(n, dtype=jnp.int32))
+        return self._pin(state), outs
 
     def _stacked_call(self, state: Any, step0: jax.Array, batches: Any) -> Any:
         def body(state, xs):
@@ -180,7 +187,8 @@ class Trainer:
             return self._train_step(state, self._constrain_batch(batch), step0 + i)
 
         n = jax.tree.leaves(batches)[0].shape[0]
-        return jax.lax.scan(body, state, (jnp.arange(n, dtype=jnp.int32), batches))
+        state, outs = jax.lax.scan(body, state, (jnp.arange(n, dtype=jnp.int32), batches))
+        return self._pin(state), outs
 
     def _eval_batch(self, params: Any, rest: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         loss, (metrics, _) = self._loss(self._eval_graphdef, params, rest, self._constrain_batch(batch))

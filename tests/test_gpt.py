@@ -166,3 +166,14 @@ def test_a_prefix_of_token_embeddings_equals_the_tokens_themselves(model):
         model(b, prefix=prefix[:, :, :3])
     with pytest.raises(ValueError, match="prefix included"):
         model(b, prefix=jnp.zeros((2, CFG.context, CFG.d_model)))
+
+
+def test_config_param_count_equals_the_built_model():
+    from lmbook.nn.gpt import config_param_count
+
+    for cfg in (GPTConfig(vocab_size=50, context=16, n_layers=2, n_heads=2, d_model=32),
+                GPTConfig(vocab_size=50, context=16, n_layers=1, n_heads=2, d_model=32, tie_embeddings=False)):
+        assert config_param_count(cfg) == param_count(GPT(cfg, rngs=nnx.Rngs(0)))
+    hits = config_param_count.cache_info().hits
+    config_param_count(cfg)
+    assert config_param_count.cache_info().hits == hits + 1   # remembered, not traced again

@@ -19,6 +19,7 @@ logits of the token positions only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -31,7 +32,7 @@ from lmbook.nn.layers import Dense, Dropout, dense
 from lmbook.nn.positional import LearnedPositions
 from lmbook.nn.transformer import TransformerBlock, TransformerConfig
 
-__all__ = ["GPT", "GPTConfig", "block_config", "flops_per_token", "gpt_loss", "param_count"]
+__all__ = ["GPT", "GPTConfig", "block_config", "config_param_count", "flops_per_token", "gpt_loss", "param_count"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +206,13 @@ def param_count(model: nnx.Module, *, exclude_positions: bool = False) -> int:
     if exclude_positions and hasattr(model, "wpe"):
         n -= int(model.wpe.embedding[...].size)
     return n
+
+
+@functools.lru_cache(maxsize=64)
+def config_param_count(cfg: GPTConfig) -> int:
+    """``param_count(GPT(cfg))`` from an abstract model (``nnx.eval_shape``: no memory, no compute),
+    remembered per configuration: tracing a large model's construction takes a second or more."""
+    return param_count(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))
 
 
 def flops_per_token(cfg: GPTConfig, *, training: bool = True, context: int | None = None) -> float:

@@ -39,11 +39,11 @@ def compare_layouts(steps: int = 6, batch_size: int = 16, context: int = 64, n_l
     """
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from lmbook import runtime
     from lmbook.data import load_text
     from lmbook.data.batching import lm_batch
+    from lmbook.nn.build import build
     from lmbook.nn.gpt import GPT, GPTConfig, gpt_loss
     from lmbook.tokenizers import CharTokenizer
     from lmbook.train import TrainConfig, Trainer
@@ -66,7 +66,7 @@ def compare_layouts(steps: int = 6, batch_size: int = 16, context: int = 64, n_l
         # compilation) instead of compiling a second, multi-step one
         tc = TrainConfig(steps=steps, learning_rate=3e-3, steps_per_call=1, progress=False,
                          data_parallel=mesh is not None, precision="float32")
-        trainer = Trainer(GPT(cfg, rngs=nnx.Rngs(0)), gpt_loss, tc, mesh=mesh,
+        trainer = Trainer(build(GPT, cfg), gpt_loss, tc, mesh=mesh,
                           layout="dp" if layout == "single" else layout)
         hlo = trainer.compiled_step(sample).as_text()
         history = trainer.fit(sample)

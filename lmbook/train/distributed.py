@@ -66,10 +66,10 @@ def train_worker(*, steps: int = 5, batch_size: int = 8, context: int = 32, n_la
     """Train a character GPT on Tiny Shakespeare for ``steps`` steps, data parallel over every process's
     devices; returns the losses (the same on every process)."""
     import jax
-    from flax import nnx
 
     from lmbook import runtime
     from lmbook.data import load_text
+    from lmbook.nn.build import build
     from lmbook.nn.gpt import GPT, GPTConfig, gpt_loss
     from lmbook.tokenizers import CharTokenizer
     from lmbook.train import TrainConfig, Trainer
@@ -80,7 +80,7 @@ def train_worker(*, steps: int = 5, batch_size: int = 8, context: int = 32, n_la
     pid, count = jax.process_index(), jax.process_count()
     batches = [local_rows(global_batch(tokens, s, batch_size, context, seed), pid, count) for s in range(steps)]
     cfg = GPTConfig(vocab_size=tok.vocab_size, context=context, n_layers=n_layers, n_heads=n_heads, d_model=d_model)
-    model = GPT(cfg, rngs=nnx.Rngs(seed))
+    model = build(GPT, cfg, seed=seed)
     tc = TrainConfig(steps=steps, learning_rate=learning_rate, warmup_steps=0, steps_per_call=1, progress=False,
                      seed=seed, data_parallel="auto")
     mesh = runtime.make_mesh() if jax.device_count() > 1 else None

@@ -155,3 +155,23 @@ def test_exposure_checker():
 
     assert check_exposure(good, verbose=False).passed
     assert not check_exposure(ties_in_favour, verbose=False).passed
+
+
+def test_dp_loss_with_a_vmapped_noise_level_equals_one_run_per_level(tiny):
+    # Chapter 12 trains one model per noise level as an nnx.vmap ensemble, sigma a vmapped argument
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 11, 200), jnp.int32)
+    batch = dp_batch(tokens, jax.random.key(2), 3, 12)
+    graphdef, state = nnx.split(tiny)
+    sigmas = jnp.asarray([0.5, 2.0])
+    stacked = nnx.merge(graphdef, jax.tree.map(lambda x: jnp.stack([x, x]), state))
+
+    def ensemble_loss(ensemble):
+        return nnx.vmap(lambda m, s: dp_loss(gpt_loss, 1.0, s)(m, batch))(ensemble, sigmas).sum()
+
+    grads = nnx.grad(ensemble_loss)(stacked)
+    for i, sigma in enumerate([0.5, 2.0]):
+        one = nnx.grad(lambda m: dp_loss(gpt_loss, 1.0, sigma)(m, batch))(tiny)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(one)):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        dp_loss(gpt_loss, 1.0, -1.0)

@@ -200,7 +200,7 @@ def dp_batch(tokens: jax.Array, key: jax.Array, batch_size: int, context: int) -
 
 
 def dp_loss(
-    loss_fn: Callable[[nnx.Module, Any], jax.Array], l2_norm_clip: float, noise_multiplier: float
+    loss_fn: Callable[[nnx.Module, Any], jax.Array], l2_norm_clip: float, noise_multiplier: float | jax.Array
 ) -> Callable[[nnx.Module, Any], jax.Array]:
     """A loss for :class:`lmbook.train.Trainer` whose gradient is DP-SGD's privatised gradient (Chapter 12).
 
@@ -211,8 +211,16 @@ def dp_loss(
     Use it with ``grad_clip=None`` and no weight decay (both would touch the private
     gradient; any optimiser after it is post-processing and keeps the guarantee), and a
     model without dropout.
+
+    ``noise_multiplier`` may be a traced value, e.g. one per member of an ``nnx.vmap``
+    ensemble, so that runs at several noise levels share one compiled program
+    (Chapter 12); only a concrete value can be checked here.
     """
-    if l2_norm_clip <= 0 or noise_multiplier < 0:
+    try:
+        sigma = float(noise_multiplier)
+    except (TypeError, jax.errors.ConcretizationTypeError):  # traced (or not a scalar): checked by the caller
+        sigma = 0.0
+    if l2_norm_clip <= 0 or sigma < 0:
         raise ValueError(f"need l2_norm_clip > 0 and noise_multiplier >= 0, got {l2_norm_clip}, {noise_multiplier}")
 
     def loss(model: nnx.Module, batch: Any) -> jax.Array:

@@ -99,6 +99,17 @@ def test_beam_one_is_greedy(models, name):
     assert all(len(h) <= max_target_length(len(s), 2, 3) for h, s in zip(beam4, sources))
 
 
+@pytest.mark.parametrize("name", ["gru+attention", "transformer"])
+def test_translate_batches_stop_at_their_own_limit(models, name):
+    # sorted batches of short sentences stop decoding early; no output may change
+    model = models[name]
+    sources = [list(range(3, 3 + n)) for n in (8, 1, 5, 2, 3, 7)]
+    together = translate(model, sources, bos=BOS, eos=EOS, max_len_a=2, max_len_b=3, batch_size=len(sources))
+    in_pairs = translate(model, sources, bos=BOS, eos=EOS, max_len_a=2, max_len_b=3, batch_size=2)
+    assert in_pairs == together
+    assert all(len(h) <= max_target_length(len(s), 2, 3) for h, s in zip(in_pairs, sources))
+
+
 def test_beam_search_scores_are_model_log_probabilities(models):
     model = models["transformer"]
     decoder = model.bind(np.array([[3, 4, 5]]))

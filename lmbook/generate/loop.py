@@ -317,10 +317,6 @@ def _decode(
 
     def body(carry):
         t, b, cache, logits, key, done, seen, lengths, pstate = carry
-        # Gumbel-max sampling (as ``jax.random.categorical``) with bits from XLA's RngBitGenerator, whose
-        # state is carried through the loop: one op per step, where a threefry key would compile to two
-        # small while loops per token on XLA:CPU.
-        key, bits = jax.lax.rng_bit_generator(key, (batch, vocab), dtype=jnp.uint32)
         in_prompt = t < prompt_lens
         active = ~in_prompt & ~done
         scores = logits.astype(jnp.float32)
@@ -328,14 +324,21 @@ def _decode(
             scores = apply_repetition_penalty(scores, seen, penalty)
         if processor is not None:
             scores = processor(scores, pstate)
-        safe_t = jnp.where(temperature > 0, temperature, 1.0)
-        filtered = scores / safe_t
-        if use_top_k:
-            filtered = jnp.where(top_k > 0, top_k_filter(filtered, top_k), filtered)
-        if use_top_p:
-            filtered = top_p_filter(filtered, top_p)
-        sampled = jnp.argmax(filtered + _gumbel(bits), axis=-1).astype(jnp.int32)
-        chosen = jnp.where(temperature > 0, sampled, greedy(scores))
+
+        def sample(key):
+            # Gumbel-max sampling (as ``jax.random.categorical``) with bits from XLA's RngBitGenerator, whose
+            # state is carried through the loop: one op per step, where a threefry key would compile to two
+            # small while loops per token on XLA:CPU.
+            key, bits = jax.lax.rng_bit_generator(key, (batch, vocab), dtype=jnp.uint32)
+            filtered = scores / temperature
+            if use_top_k:
+                filtered = jnp.where(top_k > 0, top_k_filter(filtered, top_k), filtered)
+            if use_top_p:
+                filtered = top_p_filter(filtered, top_p)
+            return key, jnp.argmax(filtered + _gumbel(bits), axis=-1).astype(jnp.int32)
+
+        # greedy decoding skips the noise and the filters (a branch taken at run time: one program for both)
+        key, chosen = jax.lax.cond(temperature > 0, sample, lambda key: (key, greedy(scores)), key)
         forced = jax.lax.dynamic_index_in_dim(b, t, axis=1, keepdims=False)
         token = jnp.where(in_prompt, forced, jnp.where(active, chosen, pad))
         b = jax.lax.dynamic_update_slice_in_dim(b, token[:, None], t, axis=1)

@@ -52,9 +52,12 @@ def translate(
     padded to the longest source of the call (one compiled program per call;
     sorting lets rows of a batch finish together). Each output may be at most
     ``max_target_length(len(source), max_len_a, max_len_b)`` tokens (and fits
-    the decoder's context): the loop runs to the batch's largest limit, and each
-    row is cut at its own (for beam search the cut is applied to the best
-    finished hypothesis).
+    the decoder's context): greedy and sampled decoding stop at the largest
+    limit of the batch (the loop's length is a traced value, so batches of
+    short sentences stop early without a new compilation), beam search runs to
+    the largest limit of the call (its length is static); each row is then cut
+    at its own limit (for beam search the cut is applied to the best finished
+    hypothesis).
 
     Args:
         model: an ``RNNSeq2Seq`` or ``TransformerSeq2Seq`` (anything with ``bind``).
@@ -101,7 +104,8 @@ def translate(
             hyps = [res.new_tokens(j) for j in range(n)]
         else:
             temp = 0.0 if method == "greedy" else temperature
-            res = generate(decoder, prompt, n_new, key=key, temperature=temp, top_k=top_k, top_p=top_p,
+            batch_new = max(limits[i] for i in rows)  # no row of this batch may use more
+            res = generate(decoder, prompt, batch_new, key=key, temperature=temp, top_k=top_k, top_p=top_p,
                            stop_tokens=(eos,), pad_token=pad, max_len=_buffer(n_new))
             hyps = [res.new_tokens(j) for j in range(n)]
         for j, i in enumerate(rows):

@@ -1,4 +1,4 @@
-"""Build a model as one compiled program (Chapters 11 and 12).
+"""Build a model as one compiled program (Chapters 10, 11 and 12).
 
 Constructing a model op by op runs every initialiser eagerly, and JAX compiles
 each of them once per parameter shape: about 4 s for a small GPT of a new width on

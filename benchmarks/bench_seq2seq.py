@@ -13,12 +13,22 @@ Both models then decode the Multi30k 2016 test set greedily (lmbook: ``lmbook.ge
 with its KV cache; PyTorch: the decoder recomputed for every new token, the usual ``nn.Transformer`` loop).
 
 SUMMARY keys: ``train_vs_torch_seq2seq`` (lmbook training tokens/s over PyTorch's), ``bleu_lmbook``,
-``bleu_torch`` (sacreBLEU, detokenised and cased), ``bleu_vs_torch`` (ratio), ``bleu_vs_sacrebleu_maxdiff``
-(largest |lmbook.metrics.corpus_bleu - sacrebleu.corpus_bleu| over both outputs), plus the lower-cased BLEU
-of each (``bleu_lc_*``), closer to the tokenised lower-cased BLEU many tutorials report.
+``bleu_torch`` (sacreBLEU, detokenised and cased), ``bleu_vs_torch`` (ratio), ``bleu_diff_ci_low`` and
+``bleu_diff_ci_high`` (95% paired-bootstrap interval of BLEU lmbook minus torch over resampled test sentences:
+the test set's noise), ``bleu_vs_sacrebleu_maxdiff`` (largest |lmbook.metrics.corpus_bleu - sacrebleu.corpus_bleu|
+over both outputs), plus the lower-cased BLEU of each (``bleu_lc_*``), closer to the tokenised lower-cased BLEU
+many tutorials report.
+
+Sizes: ``--size small`` (default) has the shape of Chapter 8's Transformer (d 128, 4 heads, 2+2 layers; here
+with 4,000-token vocabularies, dropout 0.1 and a peak learning rate of 2e-3), which learns to translate within
+the default 5 minutes on a 2-core CPU (about 1,900 steps); ``--size base`` (d 256, 8 heads, 3+3 layers,
+1e-3) is the size of published Multi30k results and needs an hour or more there (in 5 minutes, about 130 steps
+left both frameworks at 1 to 2 BLEU, where the comparison is noise). ``--steps N`` trains each for N steps
+instead of a wall time: BLEU at equal work, free of the speed difference.
 
 Peer: ``pip install torch`` (CPU build). Without it the PyTorch rows are reported as skipped.
-Run: ``LMBOOK_DATA_DIR=../shared/data python benchmarks/bench_seq2seq.py [--quick] [--seconds 300]``.
+Run: ``LMBOOK_DATA_DIR=../shared/data python benchmarks/bench_seq2seq.py [--quick] [--seconds 300] [--steps N]
+[--size small|base] [--seed 0]``.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import argparse
 import math
 import os
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -35,7 +46,7 @@ from flax import nnx
 import lmbook
 from lmbook.data.parallel import BOS, EOS, PAD, encode_pairs, make_batch, parallel_sampler, train_tokenizers
 from lmbook.generate.seq2seq import max_target_length, translate
-from lmbook.metrics import corpus_bleu, corpus_chrf
+from lmbook.metrics import bleu_from_stats, bleu_stats, corpus_bleu, corpus_chrf
 from lmbook.nn.gpt import param_count
 from lmbook.nn.seq2seq import TransformerSeq2Seq, seq2seq_loss
 from lmbook.train import TrainConfig, Trainer
@@ -44,6 +55,8 @@ try:
     import torch
     import torch.nn as tnn
     import torch.nn.functional as F
+
+    warnings.filterwarnings("ignore", message="enable_nested_tensor is True")  # pre-LN encoders cannot use it
 except ImportError:  # pragma: no cover - optional peer
     torch = None
 
@@ -53,6 +66,8 @@ except ImportError:  # pragma: no cover - optional peer
     sacrebleu = None
 
 MAX_LEN, BATCH = 40, 64
+# "small" learns to translate in 5 minutes on a 2-core CPU; "base" needs an hour or more there.
+SIZES = {"small": dict(d=128, heads=4, layers=2, lr=2e-3), "base": dict(d=256, heads=8, layers=3, lr=1e-3)}
 
 
 def data(vocab: int):
@@ -127,13 +142,28 @@ if torch is not None:
         return out
 
 
+def paired_bleu_bootstrap(a: list[str], b: list[str], refs: list[str], n_boot: int = 1000,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """95% interval of BLEU(a) - BLEU(b) over test sets resampled with replacement (Koehn, 2004),
+    the same resampled sentences for both systems; and the share of resamples in which a scores higher.
+
+    It measures the test set's sampling noise only (not the noise of training with another seed).
+    """
+    stats = [np.array([bleu_stats(h, [r]) for h, r in zip(hyps, refs)], np.int64) for hyps in (a, b)]
+    draws = np.random.default_rng(seed).integers(0, len(refs), (n_boot, len(refs)))
+    diffs = np.array([bleu_from_stats(stats[0][i].sum(0)).score - bleu_from_stats(stats[1][i].sum(0)).score
+                      for i in draws])
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return float(low), float(high), float(np.mean(diffs > 0))
+
+
 # ----------------------------------------------------------------------------- runs
 class LmbookRun:
-    def __init__(self, sizes: dict, train, v_src: int, v_tgt: int, lr: float, total_steps: int):
+    def __init__(self, sizes: dict, train, v_src: int, v_tgt: int, lr: float, warmup: int, seed: int):
         self.model = TransformerSeq2Seq(v_src, v_tgt, d_model=sizes["d"], n_heads=sizes["heads"],
                                         n_layers=sizes["layers"], dropout=0.1, context=64, max_source_len=64,
-                                        rngs=nnx.Rngs(0))
-        cfg = TrainConfig(steps=total_steps, learning_rate=lr, warmup_steps=200, schedule="constant",
+                                        rngs=nnx.Rngs(seed))
+        cfg = TrainConfig(steps=10**7, learning_rate=lr, warmup_steps=warmup, schedule="constant", seed=seed,
                           weight_decay=0.01, grad_clip=1.0, steps_per_call=10, progress=False,
                           data_parallel=False)
         self.trainer = Trainer(self.model, seq2seq_loss, cfg)
@@ -141,26 +171,26 @@ class LmbookRun:
         self.trainer.fit(self.sample, until=10)  # compile and warm up (not timed)
         self.seconds, self.steps = 0.0, 0
 
-    def run_for(self, seconds: float) -> None:
+    def run_for(self, seconds: float, max_steps: float) -> None:
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+        while time.perf_counter() - t0 < seconds and self.steps < max_steps:
             self.trainer.fit(self.sample, until=self.trainer.step + 10)
             self.steps += 10
         self.seconds += time.perf_counter() - t0
 
 
 class TorchRun:
-    def __init__(self, sizes: dict, train, v_src: int, v_tgt: int, lr: float):
-        torch.manual_seed(0)
+    def __init__(self, sizes: dict, train, v_src: int, v_tgt: int, lr: float, warmup: int, seed: int):
+        torch.manual_seed(seed)
         self.model = TorchSeq2Seq(v_src, v_tgt, sizes["d"], sizes["heads"], sizes["layers"], 0.1, 64)
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
         rest = [p for n, p in self.model.named_parameters() if p.ndim < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
                                      lr=lr)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / 200))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup))
         full = make_batch(train.src, train.tgt, src_len=MAX_LEN, tgt_len=MAX_LEN + 1)
         self.full = [torch.from_numpy(np.asarray(x)) for x in full]
-        self.rng = np.random.default_rng(0)
+        self.rng = np.random.default_rng(seed)
         self.seconds, self.steps = 0.0, 0
         self._steps(10)  # warm up (not timed)
 
@@ -178,9 +208,9 @@ class TorchRun:
             self.opt.step()
             self.sched.step()
 
-    def run_for(self, seconds: float) -> None:
+    def run_for(self, seconds: float, max_steps: float) -> None:
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+        while time.perf_counter() - t0 < seconds and self.steps < max_steps:
             self._steps(10)
             self.steps += 10
         self.seconds += time.perf_counter() - t0
@@ -190,32 +220,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="training wall time of each framework")
     parser.add_argument("--slice", type=float, default=20.0, help="seconds per alternating slice")
-    parser.add_argument("--quick", action="store_true", help="30 s of training each, a smaller model")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train each for this many steps instead of --seconds (compares quality at equal work)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small",
+                        help="small: the shape of Chapter 8's Transformer; base: the 3-layer size of published results")
+    parser.add_argument("--quick", action="store_true", help="30 s of training each")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: by size)")
+    parser.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab", type=int, default=4000)
     args = parser.parse_args()
     seconds = 30.0 if args.quick else args.seconds
-    sizes = dict(d=128, heads=4, layers=2) if args.quick else dict(d=256, heads=8, layers=3)
-    lr = 5e-4
+    sizes = SIZES[args.size]
+    lr = sizes["lr"] if args.lr is None else args.lr
     cores = os.cpu_count() or 1
     if torch is not None:
         torch.set_num_threads(cores)
+    budget = f"{args.steps} steps each" if args.steps else f"{seconds:.0f} s of training each"
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__ if torch else 'missing'}; "
-          f"{cores} cores; model {sizes}, {seconds:.0f} s of training each")
+          f"{cores} cores; model {args.size} {sizes}, warm-up {args.warmup} steps, seed {args.seed}; {budget}")
 
     t0 = time.perf_counter()
     de_tok, en_tok, train, test_src, en_test = data(args.vocab)
     print(f"data: {len(train):,} training pairs, BPE {args.vocab} per language ({time.perf_counter() - t0:.1f} s)")
     tokens = BATCH * np.mean([len(t) - 1 for t in train.tgt])  # real target tokens per batch (same for both)
 
-    runs = {"lmbook": LmbookRun(sizes, train, de_tok.vocab_size, en_tok.vocab_size, lr, total_steps=10**7)}
+    common = (sizes, train, de_tok.vocab_size, en_tok.vocab_size, lr, args.warmup, args.seed)
+    runs = {"lmbook": LmbookRun(*common)}
     if torch is not None:
-        runs["torch"] = TorchRun(sizes, train, de_tok.vocab_size, en_tok.vocab_size, lr)
-    while any(r.seconds < seconds for r in runs.values()):
+        runs["torch"] = TorchRun(*common)
+    max_steps = math.inf if args.steps is None else args.steps
+    left = lambda r: r.seconds < seconds if args.steps is None else r.steps < max_steps  # noqa: E731
+    while any(left(r) for r in runs.values()):
         for r in runs.values():
-            if r.seconds < seconds:
-                r.run_for(min(args.slice, seconds - r.seconds))
+            if left(r):
+                r.run_for(min(args.slice, seconds - r.seconds) if args.steps is None else args.slice, max_steps)
 
-    rows, summary, diffs = [], {}, []
+    rows, summary, diffs, outputs = [], {}, [], {}
     for name, r in runs.items():
         t0 = time.perf_counter()
         if name == "lmbook":
@@ -225,7 +266,7 @@ def main() -> None:
             ids = torch_translate(r.model, test_src)
             params = sum(p.numel() for p in r.model.parameters())
         decode_s = time.perf_counter() - t0
-        hyps = [en_tok.decode(h) for h in ids]
+        hyps = outputs[name] = [en_tok.decode(h) for h in ids]
         ours = corpus_bleu(hyps, en_test)
         lc = corpus_bleu(hyps, en_test, lowercase=True).score
         ref = sacrebleu.corpus_bleu(hyps, [en_test]).score if sacrebleu else float("nan")
@@ -244,6 +285,10 @@ def main() -> None:
     else:
         summary["train_vs_torch_seq2seq"] = summary["tokens_per_s_lmbook"] / summary["tokens_per_s_torch"]
         summary["bleu_vs_torch"] = summary["bleu_lmbook"] / max(summary["bleu_torch"], 1e-9)
+        low, high, share = paired_bleu_bootstrap(outputs["lmbook"], outputs["torch"], en_test)
+        print(f"BLEU lmbook - torch: {summary['bleu_lmbook'] - summary['bleu_torch']:+.2f}, 95% interval over "
+              f"resampled test sentences [{low:+.2f}, {high:+.2f}]; lmbook higher in {share:.0%} of resamples")
+        summary["bleu_diff_ci_low"], summary["bleu_diff_ci_high"] = low, high
     summary["bleu_vs_sacrebleu_maxdiff"] = max(diffs)
     print(f"signature: {corpus_bleu(['a'], ['a']).signature}")
     print("SUMMARY " + " ".join(f"{k}={v:.4g}" for k, v in summary.items()))

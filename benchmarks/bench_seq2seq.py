@@ -6,8 +6,8 @@ embeddings), same optimiser (AdamW, linear warm-up then constant learning rate, 
 same batches (64 pairs padded to 40 tokens). lmbook trains with ``lmbook.train.Trainer`` and
 ``lmbook.nn.seq2seq.TransformerSeq2Seq`` as Chapter 8 does; PyTorch with ``torch.nn.Transformer``
 (``norm_first=True``) in eager mode. The two train in alternating slices of ``--slice`` seconds until each
-has trained for ``--seconds`` (compilation and warm-up excluded), in one process (``torch`` uses the same
-number of threads as the machine has cores; separate processes would remove any interference).
+has trained for ``--seconds`` (or ``--steps``; compilation and warm-up excluded), in one process (``torch``
+uses the same number of threads as the machine has cores; separate processes would remove any interference).
 
 Both models then decode the Multi30k 2016 test set greedily (lmbook: ``lmbook.generate.seq2seq.translate``
 with its KV cache; PyTorch: the decoder recomputed for every new token, the usual ``nn.Transformer`` loop).
@@ -20,11 +20,12 @@ over both outputs), plus the lower-cased BLEU of each (``bleu_lc_*``), closer to
 many tutorials report.
 
 Sizes: ``--size small`` (default) has the shape of Chapter 8's Transformer (d 128, 4 heads, 2+2 layers; here
-with 4,000-token vocabularies, dropout 0.1 and a peak learning rate of 2e-3), which learns to translate within
-the default 5 minutes on a 2-core CPU (about 1,900 steps); ``--size base`` (d 256, 8 heads, 3+3 layers,
-1e-3) is the size of published Multi30k results and needs an hour or more there (in 5 minutes, about 130 steps
-left both frameworks at 1 to 2 BLEU, where the comparison is noise). ``--steps N`` trains each for N steps
-instead of a wall time: BLEU at equal work, free of the speed difference.
+with 4,000-token vocabularies, dropout 0.1 and a peak learning rate of 2e-3): in the default 5 minutes on a 2-core
+CPU it trains for several epochs (about 1,900 steps), so BLEU compares translators, not barely started models.
+``--size base`` (d 256, 8 heads, 3+3 layers, 1e-3) is the size of published Multi30k results; in 5 minutes there
+it got through 600 (lmbook) and 360 (PyTorch) steps, still early on its learning curve, where a faster framework's
+lead in BLEU is large. ``--steps N`` trains each for N steps instead of a wall time: BLEU at equal work, free of
+the speed difference.
 
 Peer: ``pip install torch`` (CPU build). Without it the PyTorch rows are reported as skipped.
 Run: ``LMBOOK_DATA_DIR=../shared/data python benchmarks/bench_seq2seq.py [--quick] [--seconds 300] [--steps N]
@@ -66,7 +67,7 @@ except ImportError:  # pragma: no cover - optional peer
     sacrebleu = None
 
 MAX_LEN, BATCH = 40, 64
-# "small" learns to translate in 5 minutes on a 2-core CPU; "base" needs an hour or more there.
+# "small" trains for several epochs in 5 minutes on a 2-core CPU; "base" for about one.
 SIZES = {"small": dict(d=128, heads=4, layers=2, lr=2e-3), "base": dict(d=256, heads=8, layers=3, lr=1e-3)}
 
 
@@ -230,7 +231,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab", type=int, default=4000)
     args = parser.parse_args()
-    seconds = 30.0 if args.quick else args.seconds
+    seconds = math.inf if args.steps else 30.0 if args.quick else args.seconds  # --steps: equal work, no time limit
+    max_steps = args.steps or math.inf
     sizes = SIZES[args.size]
     lr = sizes["lr"] if args.lr is None else args.lr
     cores = os.cpu_count() or 1
@@ -249,12 +251,10 @@ def main() -> None:
     runs = {"lmbook": LmbookRun(*common)}
     if torch is not None:
         runs["torch"] = TorchRun(*common)
-    max_steps = math.inf if args.steps is None else args.steps
-    left = lambda r: r.seconds < seconds if args.steps is None else r.steps < max_steps  # noqa: E731
-    while any(left(r) for r in runs.values()):
+    while any(r.seconds < seconds and r.steps < max_steps for r in runs.values()):
         for r in runs.values():
-            if left(r):
-                r.run_for(min(args.slice, seconds - r.seconds) if args.steps is None else args.slice, max_steps)
+            if r.seconds < seconds and r.steps < max_steps:
+                r.run_for(min(args.slice, seconds - r.seconds), max_steps)
 
     rows, summary, diffs, outputs = [], {}, [], {}
     for name, r in runs.items():

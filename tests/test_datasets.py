@@ -258,3 +258,16 @@ def test_registry_matches_the_data_cards_and_the_shared_readme():
     if shared.exists():
         digests = set(re.findall(r"[0-9a-f]{64}", shared.read_text()))
         assert {e.sha256 for e in ds.REGISTRY.values()} <= digests
+
+
+def test_data_cards_name_the_chapters_that_load_each_data_set():
+    root = Path(__file__).resolve().parents[1]
+    cards = (root / "data" / "README.md").read_text()
+    loads = {"tinyshakespeare": r'load_text\(\\?"tinyshakespeare', "multi30k": r"multi30k\(\\?\"",
+             "sentiment_labelled_sentences": r"data\.sentiment\("}
+    for dataset, pattern in loads.items():
+        used = {int(p.name[:2]) for p in (root / "chapters").glob("[0-9]*.ipynb") if re.search(pattern, p.read_text())}
+        card = cards.split(f"## {dataset}\n", 1)[1].split("\n## ", 1)[0]
+        line = re.search(r"\*\*Used in:\*\*(.*?)(?:\n- \*\*|\Z)", card, re.S).group(1)
+        listed = {int(n) for n in re.findall(r"\b(\d+)\b", re.sub(r"\([^)]*\)", "", line))}
+        assert listed == used, f"data/README.md: {dataset} is used in chapters {sorted(used)}, the card says {sorted(listed)}"

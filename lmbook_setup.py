@@ -107,7 +107,13 @@ def imported_distributions(modules: Iterable[str] | None = None) -> set[str]:
 
 
 def _pip(args: list[str]) -> None:
-    subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+    """Run pip in this Python; its messages are printed here (a notebook cell shows them, unlike a subprocess's)."""
+    print("pip " + " ".join(args), flush=True)
+    result = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    print(result.stdout, end="")
+    print(result.stderr, end="", file=sys.stderr)
+    if result.returncode:
+        raise RuntimeError(f"pip failed (exit {result.returncode}); its messages are above")
 
 
 def install(

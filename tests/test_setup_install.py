@@ -279,3 +279,10 @@ def test_the_setup_cell_installs_every_import_of_every_chapter_and_of_lmbook():
     assert not missing, f"imported but not installed by the setup cell (add them to the 'chapters' extra): {missing}"
     # imported inside try/except ImportError (the comparisons say how to install them): the reference peers only
     assert {m for m in optional if not covered(m)} <= {"tokenizers", "torch", "transformers", "gensim"}
+
+
+def test_pip_failure_is_reported_with_pips_messages(capsys):
+    with pytest.raises(RuntimeError, match="pip failed"):
+        lmbook_setup._pip(["install", "--no-index", "--isolated", "a-package-that-does-not-exist-lmbook"])
+    captured = capsys.readouterr()
+    assert captured.out.startswith("pip install") and "a-package-that-does-not-exist-lmbook" in captured.err

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lmbook data list | fetch [NAMES] [--to DIR] | verify [DIR]`` and
+"""Command line: ``python -m lmbook data list | fetch [NAMES] [--to DIR] | verify [DIR] [--partial]`` and
 ``python -m lmbook train-distributed --processes 2 [--steps N ...]`` (Chapter 11).
 
 For workshops: fetch every data set once on a machine with internet access,
@@ -15,7 +15,11 @@ from lmbook.data import datasets as ds
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    offline = ds.offline_dir()
+    try:
+        offline = ds.offline_dir()
+    except ds.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{'file':50s} {'size':>10s}  {'where':8s} licence")
     for entry in ds.REGISTRY.values():
         where = "missing"
@@ -53,9 +57,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    root = args.dir or ds.offline_dir() or ds.cache_dir()
+    try:
+        root = args.dir or ds.offline_dir() or ds.cache_dir()
+    except ds.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    fetch_hint = f"run `{ds.FETCH_COMMAND} --to {root}` first (on a machine with internet access)"
     if not root.is_dir():
-        print(f"error: {root} is not a folder", file=sys.stderr)
+        print(f"error: {root} is not a folder: nothing was fetched there yet; {fetch_hint}", file=sys.stderr)
         return 2
     good, bad, missing = ds.verify_dir(root)
     for name in good:
@@ -65,10 +74,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for name in missing:
         print(f"missing  {name}")
     print(f"{len(good)} ok, {len(bad)} corrupt, {len(missing)} missing in {root}")
+    if not good and not bad:
+        print(f"error: no data file of the registry found there; {fetch_hint}", file=sys.stderr)
+        return 1
     if bad:
         return 1
-    if not good:
-        print("error: no data file of the registry found there", file=sys.stderr)
+    if missing and not args.partial:
+        print(f"error: {len(missing)} file(s) missing; fetch them with `{ds.FETCH_COMMAND} --to {root}` "
+              "(or pass --partial to accept a copy of some data sets only)", file=sys.stderr)
         return 1
     return 0
 
@@ -105,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_cmd_fetch)
     verify = dsub.add_parser("verify", help="check every registry file found in a folder")
     verify.add_argument("dir", nargs="?", type=Path, default=None, help=f"folder (default: ${ds.ENV_OFFLINE} or the cache)")
+    verify.add_argument("--partial", action="store_true", help="succeed when files are missing (corrupt ones still fail)")
     verify.set_defaults(func=_cmd_verify)
     dist = sub.add_parser("train-distributed", help="train a character GPT with several processes (jax.distributed)")
     dist.add_argument("--processes", type=int, default=2, help="number of processes (default 2)")

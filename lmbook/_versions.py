@@ -1,12 +1,10 @@
 """The oldest versions lmbook runs with, checked on ``import lmbook``.
 
-Every chapter's setup cell embeds :func:`upgrades_needed` (written there by
-``tools/sync_setup_cells.py``): on Colab it upgrades, in the same ``pip`` call
-that installs lmbook, whatever the runtime ships that is older than these
-minimums, and asks the reader to restart once. :func:`check` is the safety net
-when lmbook is already installed: ``import lmbook`` stops at once with the
-package, its version and the fixing command instead of an ``AttributeError``
-deep inside a chapter.
+:func:`check` runs on ``import lmbook``: it stops at once with the package, its
+version and the fixing command instead of an ``AttributeError`` deep inside a
+chapter. On a runtime without lmbook (Colab), the setup cell of every chapter
+installs it with ``lmbook_setup.install``, which leaves the upgrade decisions
+to pip and keeps JAX's accelerator build.
 
 ``MINIMUMS`` equals ``[project] dependencies`` in ``pyproject.toml`` (a test
 checks it); CI runs the unit tests and a chapter at exactly these versions.
@@ -14,6 +12,8 @@ checks it); CI runs the unit tests and a chapter at exactly these versions.
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import sys
 from collections.abc import Callable
 
@@ -30,48 +30,47 @@ MINIMUMS: dict[str, str] = {
     "ipywidgets": "8",
 }
 
+# distribution present -> the extra of ``jax`` with that accelerator build (as in lmbook_setup, a test checks)
+ACCELERATOR_BUILDS = (("jax-cuda13-plugin", "cuda13"), ("jax-cuda12-plugin", "cuda12"), ("libtpu", "tpu"))
+
 # import name of the distributions whose import name differs
 _MODULES = {"orbax-checkpoint": "orbax.checkpoint"}
 
 
-def upgrades_needed(minimums: dict[str, str], installed: "Callable[[str], str | None] | None" = None) -> list[str]:
-    """pip requirements upgrading what is installed but older than ``minimums`` (setup cells copy this)."""
-    import importlib.metadata
-    import re
+def release(version: str, n: int = 4) -> tuple[int, ...]:
+    """The release numbers of a version: ``"0.7"`` -> (0, 7, 0, 0); ``"0.12.0rc1"`` -> (0, 12, 0, 0)."""
+    parts = [int(x) for x in re.match(r"\d+(?:\.\d+)*", version).group().split(".")]
+    return tuple(parts + [0] * (n - len(parts)))
 
-    def metadata_version(name):
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
 
-    def release(version, n=4):  # "0.7" -> (0, 7, 0, 0); "0.12.0rc1" -> (0, 12, 0, 0)
-        parts = [int(x) for x in re.match(r"\d+(?:\.\d+)*", version).group().split(".")]
-        return tuple(parts + [0] * (n - len(parts)))
+def _metadata_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
-    installed = installed or metadata_version
-    # keep JAX's accelerator build: jax[cuda12], jax[cuda13] or jax[tpu] when its plugin is there
-    plugins = [x for x in ("cuda13", "cuda12") if installed(f"jax-{x}-plugin")] + ["tpu"] * bool(installed("libtpu"))
-    extras = {"jax": f"[{plugins[0]}]" if plugins else ""}
-    return [
-        f"{name}{extras.get(name, '')}>={low}"
-        for name, low in minimums.items()
-        if installed(name) is not None and release(installed(name)) < release(low)
-    ]
+
+def upgrades_needed(minimums: dict[str, str], installed: Callable[[str], str | None] = _metadata_version) -> list[str]:
+    """pip requirements that fix what is installed but older than ``minimums``.
+
+    Upgrading a package can move JAX (flax 0.12.8 needs jax >= 0.10), so whenever
+    anything is to be upgraded and JAX has an accelerator build here, ``jax`` is
+    named with that extra (``jax[cuda12]``, ``jax[cuda13]``, ``jax[tpu]``): pip then
+    moves the plugin with JAX instead of leaving JAX without it.
+    """
+    old = [name for name, low in minimums.items() if installed(name) is not None and release(installed(name)) < release(low)]
+    extra = next((x for dist, x in ACCELERATOR_BUILDS if installed(dist) is not None), None)
+    if old and extra and "jax" not in old:
+        old.insert(0, "jax")
+    low = {**MINIMUMS, **minimums}
+    return [f"jax[{extra}]>={low[name]}" if name == "jax" and extra else f"{name}>={low[name]}" for name in old]
 
 
 def _version_in_use(name: str) -> str | None:
     """The version this process uses: the imported module's, else the installed one."""
     module = sys.modules.get(_MODULES.get(name, name))
     version = getattr(module, "__version__", None)
-    if isinstance(version, str):
-        return version
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return version if isinstance(version, str) else _metadata_version(name)
 
 
 def check(in_use: Callable[[str], str | None] = _version_in_use) -> None:
@@ -82,11 +81,10 @@ def check(in_use: Callable[[str], str | None] = _version_in_use) -> None:
         if version is None:
             problems.append(f"{name} is not installed")
             wanted.append(f"{name}>={low}")
-        elif upgrades_needed({name: low}, in_use):
+        elif release(version) < release(low):
             problems.append(f"{name} {version} is too old (lmbook needs {name}>={low})")
-            wanted += upgrades_needed({name: low}, in_use)
     if problems:
-        command = "pip install -U " + " ".join(f'"{r}"' for r in wanted)
+        command = "pip install " + " ".join(f'"{r}"' for r in upgrades_needed(MINIMUMS, in_use) + wanted)
         raise ImportError(
             f"lmbook cannot run here: {'; '.join(problems)}.\n"
             f"Fix: {command}\n"

@@ -82,16 +82,27 @@ def test_offline_dir_is_used_first(toy, tmp_path, monkeypatch):
 
 
 def test_missing_offline_without_download_names_env_var_and_fetch(toy, tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
     monkeypatch.setenv(ds.ENV_OFFLINE, str(tmp_path / "empty"))
     with pytest.raises(ds.DataError, match=r"LMBOOK_DATA_DIR.*python -m lmbook data fetch toy"):
         ds.path(toy.name, download=False)
 
 
 def test_missing_offline_and_no_network_names_env_var(toy, tmp_path):
-    with pytest.raises(ds.DataError, match="LMBOOK_DATA_DIR"):
+    with pytest.raises(ds.DataError, match="LMBOOK_DATA_DIR") as err:
         ds.path(toy.name, progress=False)  # the toy URL points at a closed port
+    # the DataError is what a reader sees first: no chained network traceback before it
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert "ConnectionRefusedError" in str(err.value) or "URLError" in str(err.value)
     assert not (tmp_path / "cache" / "toy" / "toy.txt").exists()
     assert _no_partials(tmp_path) == []
+
+
+def test_offline_dir_that_does_not_exist_says_so(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv(ds.ENV_OFFLINE, str(tmp_path / "typo"))
+    with pytest.raises(ds.DataError, match=r"LMBOOK_DATA_DIR is set to '.*typo', which is not a folder"):
+        ds.path(toy.name)
+    assert cli(["data", "verify"]) == 2 and cli(["data", "list"]) == 2
 
 
 def test_unknown_name_lists_the_registry():
@@ -101,13 +112,18 @@ def test_unknown_name_lists_the_registry():
         ds.files_of(["nope"])
 
 
-def test_corrupt_offline_file_is_refused(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("download", [False, True])
+def test_corrupt_offline_file_is_refused_and_left_untouched(toy, tmp_path, monkeypatch, download):
     offline = tmp_path / "offline"
     (offline / "toy").mkdir(parents=True)
-    (offline / "toy" / "toy.txt").write_bytes(CONTENT[:-1] + b"!")
+    bad = CONTENT[:-1] + b"!"
+    (offline / "toy" / "toy.txt").write_bytes(bad)  # a writable folder: lmbook still must not touch it
     monkeypatch.setenv(ds.ENV_OFFLINE, str(offline))
-    with pytest.raises(ds.DataError, match="does not match the registry"):
-        ds.path(toy.name, download=False)
+    for _ in range(2):  # refused the same way every time: nothing was renamed
+        with pytest.raises(ds.DataError, match=r"does not match the registry.*does not change \$LMBOOK_DATA_DIR"):
+            ds.path(toy.name, download=download, progress=False)
+    assert sorted(p.name for p in offline.rglob("*")) == ["toy", "toy.txt"]
+    assert (offline / "toy" / "toy.txt").read_bytes() == bad
 
 
 def test_corrupt_cached_file_is_moved_aside_and_never_reused(toy, tmp_path):
@@ -194,13 +210,34 @@ def test_cli_fetch_failure_exits_nonzero_and_mentions_env_var(toy, tmp_path, cap
     assert _no_partials(tmp_path) == []
 
 
+def test_cli_verify_fails_on_missing_files_unless_partial(toy, tmp_path, monkeypatch, capsys):
+    other = _entry(name="toy/other.txt", content=b"other\n")
+    monkeypatch.setitem(ds.REGISTRY, other.name, other)
+    folder = tmp_path / "copy"
+    (folder / "toy").mkdir(parents=True)
+    (folder / "toy" / "toy.txt").write_bytes(CONTENT)
+    assert cli(["data", "verify", str(folder)]) == 1
+    assert "missing  toy/other.txt" in capsys.readouterr().out
+    assert cli(["data", "verify", "--partial", str(folder)]) == 0
+    (folder / "toy" / "toy.txt").write_bytes(b"tampered")
+    assert cli(["data", "verify", "--partial", str(folder)]) == 1  # corrupt always fails
+
+
+def test_cli_verify_on_a_folder_not_fetched_yet_says_to_fetch(toy, tmp_path, capsys):
+    assert cli(["data", "verify", str(tmp_path / "lmbook-data")]) == 2
+    assert "python -m lmbook data fetch --to" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli(["data", "verify", str(tmp_path / "empty")]) == 1
+    assert "python -m lmbook data fetch --to" in capsys.readouterr().err
+
+
 def test_cli_verify_names_the_corrupt_file(toy, tmp_path, capsys):
     folder = tmp_path / "copy"
     (folder / "toy").mkdir(parents=True)
     (folder / "toy" / "toy.txt").write_bytes(CONTENT)
-    assert cli(["data", "verify", str(folder)]) == 0
+    assert cli(["data", "verify", "--partial", str(folder)]) == 0  # the real registry's files are not there
     (folder / "toy" / "toy.txt").write_bytes(b"tampered")
-    assert cli(["data", "verify", str(folder)]) == 1
+    assert cli(["data", "verify", "--partial", str(folder)]) == 1
     out = capsys.readouterr().out
     assert re.search(r"CORRUPT\s+\S*toy/toy.txt", out)
 
@@ -221,3 +258,16 @@ def test_registry_matches_the_data_cards_and_the_shared_readme():
     if shared.exists():
         digests = set(re.findall(r"[0-9a-f]{64}", shared.read_text()))
         assert {e.sha256 for e in ds.REGISTRY.values()} <= digests
+
+
+def test_data_cards_name_the_chapters_that_load_each_data_set():
+    root = Path(__file__).resolve().parents[1]
+    cards = (root / "data" / "README.md").read_text()
+    loads = {"tinyshakespeare": r'load_text\(\\?"tinyshakespeare', "multi30k": r"multi30k\(\\?\"",
+             "sentiment_labelled_sentences": r"data\.sentiment\("}
+    for dataset, pattern in loads.items():
+        used = {int(p.name[:2]) for p in (root / "chapters").glob("[0-9]*.ipynb") if re.search(pattern, p.read_text())}
+        card = cards.split(f"## {dataset}\n", 1)[1].split("\n## ", 1)[0]
+        line = re.search(r"\*\*Used in:\*\*([^.]*)", card).group(1)  # up to the first full stop
+        listed = {int(n) for n in re.findall(r"\b(\d+)\b", re.sub(r"\([^)]*\)", "", line))}
+        assert listed == used, f"data/README.md: {dataset} is used in chapters {sorted(used)}, the card says {sorted(listed)}"

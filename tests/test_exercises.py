@@ -2,8 +2,9 @@
 
 The convention (CONTRIBUTING / the chapter template): a visible cell defines a
 stub ``def foo(...)`` that raises ``NotImplementedError`` and calls
-``check_foo(foo)``; a hidden cell (tag ``remove-cell``) defines
-``_solution_foo`` and asserts ``check_foo(_solution_foo, verbose=False).passed``.
+``check_foo(foo)``; a hidden cell (tag ``remove-cell``, folded in Jupyter and
+Colab by ``tools/fold_solutions.py``) defines ``_solution_foo`` and asserts
+``check_foo(_solution_foo, verbose=False).passed``.
 For every notebook in ``_toc.yml`` this test finds those cells with ``ast``,
 rebuilds stub and solution in a namespace made only from the notebook's own
 import statements (the chapter is not executed), and runs the checker on both.

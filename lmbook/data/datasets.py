@@ -9,7 +9,10 @@ Resolution order for a file (Chapter 1 explains why data is hash-checked):
 3. a download from the canonical URL with a progress bar, a hash check, and an
    atomic move into the cache.
 
-A file whose hash does not match is never used.
+A file whose hash does not match is never used. lmbook never changes the offline
+directory (it may be a whole room's shared copy): a corrupt file there is refused
+with an error saying how to replace it. Only copies in lmbook's own cache are
+moved aside (``NAME.corrupt``) and downloaded again.
 """
 
 from __future__ import annotations
@@ -164,9 +167,21 @@ def sha256_of(file: Path) -> str:
 
 
 def offline_dir() -> Path | None:
-    """The offline directory from ``LMBOOK_DATA_DIR``, or None when unset."""
+    """The offline directory from ``LMBOOK_DATA_DIR``, or None when unset.
+
+    Raises ``DataError`` when the variable names something that is not a folder
+    (a typo would otherwise silently fall back to downloading).
+    """
     value = os.environ.get(ENV_OFFLINE)
-    return Path(value).expanduser() if value else None
+    if not value:
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise DataError(
+            f"${ENV_OFFLINE} is set to {value!r}, which is not a folder. Point it at the folder holding the "
+            f"book's data (made with `{FETCH_COMMAND} --to DIR`), or unset it to use the cache and downloads."
+        )
+    return folder
 
 
 def cache_dir() -> Path:
@@ -190,17 +205,22 @@ def _quarantine(file: Path) -> Path | None:
         return None
 
 
-def _check(entry: DataFile, file: Path, *, writable: bool) -> None:
+def _check(entry: DataFile, file: Path, *, ours: bool) -> None:
+    """Raise ``DataError`` unless ``file`` has the registry's hash; move it aside only if it is ``ours`` (a cache copy)."""
     digest = sha256_of(file)
     if digest == entry.sha256:
         return
-    moved = _quarantine(file) if writable else None
+    mismatch = (f"{file} does not match the registry (sha256 {digest[:12]}..., expected "
+                f"{entry.sha256[:12]}...): the file is corrupt or a different version")
+    if not ours:
+        raise DataError(
+            f"{mismatch}. lmbook does not change ${ENV_OFFLINE}: replace that file with a verified copy "
+            f"(`{FETCH_COMMAND} {entry.dataset} --to DIR` on a machine with internet, then "
+            f"`python -m lmbook data verify DIR`), or unset ${ENV_OFFLINE} to download it into the cache."
+        )
+    moved = _quarantine(file)
     where = f"it was moved to {moved}" if moved else "it was left in place (read-only)"
-    raise DataError(
-        f"{file} does not match the registry (sha256 {digest[:12]}..., expected "
-        f"{entry.sha256[:12]}...): the file is corrupt or a different version; {where}. "
-        f"Fetch a fresh copy with `{FETCH_COMMAND} {entry.dataset}` or fix ${ENV_OFFLINE}."
-    )
+    raise DataError(f"{mismatch}; {where}. Fetch a fresh copy with `{FETCH_COMMAND} {entry.dataset}`.")
 
 
 def _download(url: str, dest: Path, expected_size: int | None, progress: bool) -> None:
@@ -247,7 +267,7 @@ def fetch(
     dest = target_root / entry.name
     if dest.exists():
         try:
-            _check(entry, dest, writable=True)
+            _check(entry, dest, ours=True)
             return dest
         except DataError:
             pass  # moved aside: download again
@@ -255,7 +275,7 @@ def fetch(
     if offline is not None and (offline / entry.name).exists() and to is not None:
         # A local mirror (e.g. a workshop USB stick): copy and verify, no network.
         _copy_atomic(offline / entry.name, dest)
-        _check(entry, dest, writable=True)
+        _check(entry, dest, ours=True)
         return dest
     download = downloader or _download
     source = entry.url
@@ -268,7 +288,7 @@ def fetch(
                 download(source, archive, None, progress)
             try:
                 _extract_member(archive, entry.member, dest)
-                _check(entry, dest, writable=True)
+                _check(entry, dest, ours=True)
             except (DataError, zipfile.BadZipFile):
                 archive.unlink(missing_ok=True)  # a bad archive must not be reused
                 raise
@@ -277,13 +297,15 @@ def fetch(
     except (zipfile.BadZipFile, KeyError) as err:
         raise DataError(f"{source} is not the expected zip archive ({err}); fetch again later") from err
     except Exception as err:  # network, HTTP or disk errors
+        # ``from None``: the message carries the cause; a reader offline sees this error, not
+        # the urllib/socket traceback that led to it
         raise DataError(
             f"could not download {entry.name} from {source} ({type(err).__name__}: {err}). "
             f"Offline? Point ${ENV_OFFLINE} at a folder holding a copy "
             f"(e.g. export {ENV_OFFLINE}=/path/to/shared/data), or run "
             f"`{FETCH_COMMAND} {entry.dataset}` on a machine with internet access."
-        ) from err
-    _check(entry, dest, writable=True)
+        ) from None
+    _check(entry, dest, ours=True)
     return dest
 
 
@@ -331,12 +353,12 @@ def path(name: str, *, download: bool = True, progress: bool = True) -> Path:
     if offline is not None:
         candidate = offline / entry.name
         if candidate.exists():
-            _check(entry, candidate, writable=os.access(candidate.parent, os.W_OK))
+            _check(entry, candidate, ours=False)
             return candidate
     cached = cache_dir() / entry.name
     if cached.exists():
         try:
-            _check(entry, cached, writable=True)
+            _check(entry, cached, ours=True)
             return cached
         except DataError:
             if not download:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -65,6 +67,36 @@ def test_student_edition_has_no_solution_and_keeps_the_stubs(path):
     assert len(student_edition.stub_cells(student)) == len(student_edition.stub_cells(nb))
     kept = [c for c in nb.cells if not student_edition.is_hidden_solution(c)]
     assert len(student.cells) == len(kept) + 1  # the note
+
+
+def _python(source: str) -> ast.Module:
+    return ast.parse(re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M))
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a cell binds in the notebook's namespace (not inside its functions)."""
+    names = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in stmt.names}
+        else:
+            names |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return names
+
+
+@pytest.mark.parametrize("path", student_edition.chapters(), ids=lambda p: p.stem)
+def test_removed_cells_define_nothing_the_rest_uses(path):
+    """The student edition executes: no kept cell reads a name that only a removed (solution) cell defines."""
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    removed, kept = [], []
+    for cell in cells:
+        (removed if student_edition.is_hidden_solution(cell) else kept).append(_python(cell.source))
+    defined = {name for tree in removed for name in _top_level_names(tree)}
+    elsewhere = {name for tree in kept for name in _top_level_names(tree)}
+    read = {n.id for tree in kept for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    assert not (defined - elsewhere) & read
 
 
 def test_exercise_list_is_generated_from_the_notebooks():

@@ -50,6 +50,9 @@ def test_strip_both_solution_forms():
     assert student_edition.REMOVED in stripped
     stripped = student_edition.strip_markdown(DETAILS)
     assert "42" not in stripped and "details" not in stripped and stripped.endswith("After.")
+    hint = "<details><summary>Hint</summary>kept</details>"
+    html = '<details class="x">\n<summary><b>Show the solution</b></summary>\nsecret\n</details>\n' + hint
+    assert student_edition.strip_markdown(html) == student_edition.REMOVED + "\n" + hint
     colon = ":::{admonition} Solution\n:class: dropdown\nsecret\n:::\nkept"
     assert student_edition.strip_markdown(colon) == student_edition.REMOVED + "\nkept"
     with pytest.raises(ValueError):
@@ -61,7 +64,8 @@ def test_student_edition_has_no_solution_and_keeps_the_stubs(path):
     nb = nbformat.read(path, as_version=4)
     student = student_edition.student_notebook(nb)
     text = "\n".join(c.source for c in student.cells)
-    assert "{admonition} Solution" not in text and "<summary>Solution" not in text
+    assert "{admonition} Solution" not in text
+    assert not re.search(r"<summary[^>]*>(?:(?!</summary>).)*solution", text, re.S | re.I)
     assert "_solution_" not in text
     assert student_edition.stub_cells(student), "every chapter has an auto-checked exercise"
     assert len(student_edition.stub_cells(student)) == len(student_edition.stub_cells(nb))

@@ -38,8 +38,8 @@ FAILED = "some checks failed"  # what a CheckReport prints when a case fails (lm
 _FENCE_OPEN = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|:{3,})\{admonition\}\s*Solution\b.*$")
 _ITEM = re.compile(r"^(?:(?P<n1>\d+)\.\s+\*\*(?P<t1>.+?)\*\*|#{2,4}\s*(?:Exercise\s+)?(?P<n2>\d+)[:.]?\s*(?P<t2>.*)$"
                    r"|\*\*Exercise\s+(?P<n3>\d+)\s*(?P<t3>.*?)\.?\*\*)", re.M)
-_DETAILS = re.compile(r"<details[^>]*>\s*<summary[^>]*>\s*(?:<b>|<strong>)?\s*Solution\b.*?</details>",
-                      re.S | re.I)
+_DETAILS = re.compile(r"<details[^>]*>\s*<summary[^>]*>(?:(?!</summary>).)*?\bsolution\b(?:(?!</summary>).)*"
+                      r"</summary>.*?</details>", re.S | re.I)
 
 
 def chapters() -> list[Path]:

@@ -103,8 +103,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from lmbook import bundle
 
-    return bundle.main(args.dir, platforms=args.platform, python_version=args.python_version,
-                       chapter_libraries=not args.minimal)
+    return bundle.main(args.dir, platform=args.platform, python_version=args.python_version,
+                       chapter_libraries=not args.minimal, pin=args.pin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_cmd_doctor)
     bundle = sub.add_parser("bundle", help="write wheels, verified data and notebooks for an offline workshop")
     bundle.add_argument("dir", type=Path, help="the bundle's folder (created)")
-    bundle.add_argument("--platform", action="append", default=None,
-                        help="target platform: linux-x86_64, linux-aarch64, macos-arm64, macos-x86_64, windows-amd64 "
-                             "or a pip platform tag (repeatable; default: this machine)")
+    bundle.add_argument("--platform", default=None, choices=["linux-x86_64", "linux-aarch64", "macos-arm64",
+                                                             "macos-x86_64", "windows-amd64"],
+                        help="target platform (default: this machine; another one needs uv: pip install uv)")
     bundle.add_argument("--python-version", default=None, help="target Python, e.g. 3.12 (default: this one)")
     bundle.add_argument("--minimal", action="store_true",
                         help="lmbook and its dependencies only (no Jupyter, no chapter 8/10/12 libraries)")
+    bundle.add_argument("--pin", action="store_true",
+                        help="lmbook's dependencies at the versions installed here (default: the newest that fit)")
     bundle.set_defaults(func=_cmd_bundle)
     return parser
 

@@ -4,8 +4,9 @@ Run it on a machine with internet, from a source checkout of the book. It writes
 
 * ``wheels/``: lmbook's wheel and the wheels of its dependencies (``pip download``,
   binary wheels only, for this machine or a chosen platform and Python; JAX's CPU
-  build, no optional extras), plus Jupyter and the libraries chapters 8, 10 and 12
-  import unless ``--minimal``;
+  build, no optional extras; with ``--pin``, the versions installed on this
+  machine, else the newest that fit), plus Jupyter and the libraries chapters 8,
+  10 and 12 import unless ``--minimal``;
 * ``data/``: every data set of the registry, verified (copied from
   ``LMBOOK_DATA_DIR`` when it is set, else from the cache or downloaded);
 * ``notebooks/``: the chapter notebooks, and ``student/``: their student edition;
@@ -19,8 +20,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from lmbook import _versions
 from lmbook.data import datasets as ds
 
 __all__ = ["PLATFORMS", "build_bundle", "main", "requirements"]
@@ -29,7 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]  # a source checkout: pyproject.toml,
 # What a participant needs beyond lmbook to run every chapter: Jupyter, and pyproject's ``book``
 # extra without jupyter-book (the book's builder, not needed to read the notebooks).
 NOTEBOOK_REQUIREMENTS = ["jupyterlab", "ipykernel", "sacrebleu", "scikit-learn", "dp-accounting"]
-# Short platform names -> pip platform tags (manylinux tags are not expanded by pip: list the range).
+# Short platform names -> uv's name of the platform (to resolve the dependencies for it) and pip's
+# platform tags (to download its wheels; pip does not expand manylinux tags: list the range).
+UV_PLATFORMS = {"linux-x86_64": "x86_64-manylinux_2_28", "linux-aarch64": "aarch64-manylinux_2_28",
+                "macos-arm64": "aarch64-apple-darwin", "macos-x86_64": "x86_64-apple-darwin",
+                "windows-amd64": "x86_64-pc-windows-msvc"}
 PLATFORMS: dict[str, list[str]] = {
     "linux-x86_64": [f"manylinux_2_{v}_x86_64" for v in range(17, 35)] + ["manylinux2014_x86_64"],
     "linux-aarch64": [f"manylinux_2_{v}_aarch64" for v in range(17, 35)] + ["manylinux2014_aarch64"],
@@ -48,17 +55,27 @@ def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check"], check=True)
 
 
-def _platform_args(platforms: list[str] | None, python_version: str | None) -> list[str]:
-    args = []
-    for name in platforms or []:
-        args += [arg for tag in PLATFORMS.get(name, [name]) for arg in ("--platform", tag)]
+def _platform_args(platform: str | None, python_version: str | None) -> list[str]:
+    if platform is not None and platform not in PLATFORMS:
+        raise RuntimeError(f"unknown platform {platform!r}; choose from {', '.join(PLATFORMS)}")
+    args = [arg for tag in PLATFORMS.get(platform, []) for arg in ("--platform", tag)]
     if python_version:
         args += ["--python-version", python_version, "--implementation", "cp"]
     return args
 
 
-def write_wheels(folder: Path, platforms: list[str] | None, python_version: str | None, minimal: bool) -> None:
-    """lmbook's wheel (built from the checkout) and every dependency's, for the target platform."""
+def pins(installed: "Callable[[str], str | None] | None" = None) -> list[str]:
+    """``name==version`` for each of lmbook's dependencies installed here (the versions tested on this machine)."""
+    installed = installed or _versions._version_in_use
+    return [f"{name}=={installed(name)}" for name in _versions.MINIMUMS if installed(name)]
+
+
+def write_wheels(folder: Path, platform: str | None, python_version: str | None, minimal: bool,
+                 pin: bool = False) -> None:
+    """lmbook's wheel (built from the checkout) and every dependency's, for the target platform.
+
+    With ``pin``, lmbook's dependencies are the versions installed here, else the newest that fit.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:  # build from a copy: setuptools leaves build/ behind
         source = Path(tmp) / "lmbook"
@@ -67,9 +84,35 @@ def write_wheels(folder: Path, platforms: list[str] | None, python_version: str 
             shutil.copyfile(ROOT / name, source / name)
         _pip("wheel", "--no-deps", "--quiet", "--wheel-dir", str(folder), str(source))
     lmbook_wheel = max(folder.glob("lmbook-*.whl"), key=lambda p: p.stat().st_mtime)
-    wanted = [str(lmbook_wheel)] + requirements(minimal)[1:]
-    _pip("download", "--quiet", "--only-binary=:all:", "--dest", str(folder),
-         *_platform_args(platforms, python_version), *wanted)
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(pins() if pin else []) + "\n")
+        target = _platform_args(platform, python_version)
+        if platform is None:  # this machine: pip resolves and downloads
+            wanted = [str(lmbook_wheel)] + requirements(minimal)[1:]
+            _pip("download", "--quiet", "--only-binary=:all:", "--dest", str(folder), "--constraint", str(constraints),
+                 *target, *wanted)
+            return
+        # Another platform: pip would evaluate dependency markers (e.g. ``; sys_platform == "win32"``) for
+        # this machine, so uv resolves the exact set for the target and pip downloads it without resolving.
+        wanted = [f"{name}>={low}" for name, low in _versions.MINIMUMS.items()] + requirements(minimal)[1:]
+        resolved = resolve(platform, python_version, wanted, constraints)
+        _pip("download", "--quiet", "--only-binary=:all:", "--no-deps", "--dest", str(folder), *target, *resolved)
+
+
+def resolve(platform: str, python_version: str | None, wanted: list[str], constraints: Path) -> list[str]:
+    """``name==version`` of everything ``wanted`` needs on ``platform`` (one of ``UV_PLATFORMS``), by uv."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise RuntimeError("a bundle for another platform needs uv to resolve its dependencies: pip install uv")
+    python = python_version or ".".join(map(str, sys.version_info[:2]))
+    run = subprocess.run([uv, "pip", "compile", "-", "--quiet", "--no-header", "--no-annotate", "--only-binary", ":all:",
+                          "--python-platform", UV_PLATFORMS[platform], "--python-version", python,
+                          "--constraint", str(constraints)], input="\n".join(wanted), capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"uv could not resolve lmbook's dependencies for {platform}, Python {python}:\n{run.stderr}")
+    return [line.split(";")[0].strip() for line in run.stdout.splitlines()
+            if "==" in line and not line.lstrip().startswith("#")]
 
 
 def write_data(folder: Path) -> list[str]:
@@ -100,9 +143,9 @@ def write_notebooks(folder: Path, student: Path) -> int:
     return len(paths)
 
 
-def install_text(platforms: list[str] | None, python_version: str | None, minimal: bool) -> str:
+def install_text(platform: str | None, python_version: str | None, minimal: bool) -> str:
     """INSTALL.md: the two commands, and what the bundle is for."""
-    target = ", ".join(platforms or ["the machine that built it"])
+    target = platform or "the machine that built it"
     python = python_version or ".".join(map(str, sys.version_info[:2]))
     jupyter = "" if minimal else ("\nThen open the chapters: `jupyter lab notebooks/` "
                                   "(or `student/`, without the solutions).\n")
@@ -131,26 +174,26 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def build_bundle(out: Path, platforms: list[str] | None = None, python_version: str | None = None,
-                 chapter_libraries: bool = True) -> int:
+def build_bundle(out: Path, platform: str | None = None, python_version: str | None = None,
+                 chapter_libraries: bool = True, pin: bool = False) -> int:
     """Write the bundle into ``out``; returns its size in bytes."""
     if not (ROOT / "pyproject.toml").exists() or not (ROOT / "chapters").is_dir():
         raise RuntimeError(f"bundle needs a source checkout of the book; {ROOT} is an installed copy")
     minimal = not chapter_libraries
     out.mkdir(parents=True, exist_ok=True)
-    write_wheels(out / "wheels", platforms, python_version, minimal)
+    write_wheels(out / "wheels", platform, python_version, minimal, pin)
     write_data(out / "data")
     write_notebooks(out / "notebooks", out / "student")
     (out / "requirements.txt").write_text("\n".join(requirements(minimal)) + "\n")
-    (out / "INSTALL.md").write_text(install_text(platforms, python_version, minimal))
+    (out / "INSTALL.md").write_text(install_text(platform, python_version, minimal))
     return folder_size(out)
 
 
-def main(out: Path, platforms: list[str] | None = None, python_version: str | None = None,
-         chapter_libraries: bool = True) -> int:
+def main(out: Path, platform: str | None = None, python_version: str | None = None,
+         chapter_libraries: bool = True, pin: bool = False) -> int:
     """Build the bundle and print its size; 1 on a failure (pip's or the data's), else 0."""
     try:
-        size = build_bundle(out, platforms, python_version, chapter_libraries)
+        size = build_bundle(out, platform, python_version, chapter_libraries, pin)
     except (subprocess.CalledProcessError, ds.DataError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

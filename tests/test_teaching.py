@@ -134,14 +134,18 @@ def test_recorded_times_become_the_pages_table(tmp_path):
 
 
 def test_bundle_platforms_and_requirements():
-    args = bundle._platform_args(["windows-amd64", "linux-x86_64"], "3.12")
-    assert args[:2] == ["--platform", "win_amd64"] and "manylinux_2_27_x86_64" in args
-    assert args[-4:] == ["--python-version", "3.12", "--implementation", "cp"]
-    assert bundle._platform_args(["musllinux_1_2_x86_64"], None) == ["--platform", "musllinux_1_2_x86_64"]
+    assert bundle._platform_args("windows-amd64", "3.12") == ["--platform", "win_amd64", "--python-version", "3.12",
+                                                              "--implementation", "cp"]
+    assert "manylinux_2_27_x86_64" in bundle._platform_args("linux-x86_64", None)
     assert bundle._platform_args(None, None) == []
+    assert set(bundle.UV_PLATFORMS) == set(bundle.PLATFORMS)
+    with pytest.raises(RuntimeError):
+        bundle._platform_args("musllinux_1_2_x86_64", None)
+    versions = {"jax": "0.10.2", "flax": "0.12.8"}
+    assert bundle.pins(versions.get) == ["jax==0.10.2", "flax==0.12.8"]
     assert bundle.requirements(minimal=True) == ["lmbook"]
     assert "jupyterlab" in bundle.requirements() and "jupyter-book" not in bundle.requirements()
-    text = bundle.install_text(["macos-arm64"], "3.12", minimal=False)
+    text = bundle.install_text("macos-arm64", "3.12", minimal=False)
     assert "pip install --no-index --find-links wheels -r requirements.txt" in text
     assert "python -m lmbook doctor" in text and "macos-arm64" in text
 

@@ -10,12 +10,14 @@ It does check, at once, that JAX, Flax and the rest are recent enough
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 from lmbook import _versions
 
 __version__ = "0.1.0"
-_versions.check()
+if not (sys.argv[1:2] == ["doctor"] and sys.argv[0].endswith(("-m", "lmbook", "__main__.py"))):
+    _versions.check()  # ``python -m lmbook doctor`` reports old packages itself, with the rest
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,7 @@
 """Command line: ``python -m lmbook data list | fetch [NAMES] [--to DIR] | verify [DIR] [--partial]`` and
-``python -m lmbook train-distributed --processes 2 [--steps N ...]`` (Chapter 11).
+``python -m lmbook train-distributed --processes 2 [--steps N ...]`` (Chapter 11),
+``python -m lmbook doctor [--json]`` (is this machine ready?) and
+``python -m lmbook bundle DIR`` (wheels, data and notebooks for a room without internet).
 
 For workshops: fetch every data set once on a machine with internet access,
 copy the folder around, verify it, and point ``LMBOOK_DATA_DIR`` at it.
@@ -105,6 +107,19 @@ def _cmd_train_distributed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from lmbook import doctor
+
+    return doctor.main(as_json=args.json, seconds=args.seconds)
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from lmbook import bundle
+
+    return bundle.main(args.dir, platform=args.platform, python_version=args.python_version,
+                       chapter_libraries=not args.minimal, pin=args.pin)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lmbook", description="lmbook command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--n-layers", type=int, default=2)
     dist.add_argument("--d-model", type=int, default=64)
     dist.set_defaults(func=_cmd_train_distributed)
+    doctor = sub.add_parser("doctor", help="check Python, packages, devices, data, disk, memory and speed")
+    doctor.add_argument("--json", action="store_true", help="a machine-readable report")
+    doctor.add_argument("--seconds", type=float, default=5.0, help="length of the matmul speed test (default 5)")
+    doctor.set_defaults(func=_cmd_doctor)
+    bundle = sub.add_parser("bundle", help="write wheels, verified data and notebooks for an offline workshop")
+    bundle.add_argument("dir", type=Path, help="the bundle's folder (created)")
+    bundle.add_argument("--platform", default=None, choices=["linux-x86_64", "linux-aarch64", "macos-arm64",
+                                                             "macos-x86_64", "windows-amd64"],
+                        help="target platform (default: this machine; another one needs uv: pip install uv)")
+    bundle.add_argument("--python-version", default=None, help="target Python, e.g. 3.12 (default: this one)")
+    bundle.add_argument("--minimal", action="store_true",
+                        help="lmbook and its dependencies only (no Jupyter, no chapter 8/10/12 libraries)")
+    bundle.add_argument("--pin", action="store_true",
+                        help="lmbook's dependencies at the versions installed here (default: the newest that fit)")
+    bundle.set_defaults(func=_cmd_bundle)
     return parser
 
 

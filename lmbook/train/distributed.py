@@ -2,13 +2,14 @@
 
 Each process runs the same program: it joins the others through a coordinator
 (``jax.distributed.initialize``), sees every process's devices in one mesh, and
-feeds only its own rows of each global batch (the trainer assembles them with
-``jax.make_array_from_process_local_data``). Gradients are averaged by the same
-all-reduce XLA inserts for data parallelism on one host; on CPU the processes
+loads and feeds only its own rows of each global batch (:func:`local_batch`; the
+trainer assembles them with ``jax.make_array_from_process_local_data``).
+Gradients are averaged by the same all-reduce XLA inserts for data parallelism on one host; on CPU the processes
 exchange them over TCP with the gloo library.
 
 On this machine: ``python -m lmbook train-distributed --processes 2`` starts two
-processes with :func:`launch`. On real clusters only the launch changes:
+processes with :func:`launch`. On real clusters the program stays the same and the
+launch changes (and the links' speeds, which decide which layout pays):
 
 * GPU hosts: start one process per host (or per GPU) with SLURM, ``mpirun`` or
   Kubernetes; ``jax.distributed.initialize()`` with no arguments reads the

@@ -52,14 +52,14 @@ def worker(args: argparse.Namespace) -> None:
     from lmbook.nn.gpt import GPT, GPTConfig, gpt_loss
     from lmbook.tokenizers import CharTokenizer
     from lmbook.train import TrainConfig, Trainer
-    from lmbook.train.distributed import global_batch, local_rows
+    from lmbook.train.distributed import local_batch
 
     text = load_text("tinyshakespeare")
     tok = CharTokenizer.train(text)
     tokens = np.asarray(tok.encode(text), np.int32)
     total = args.warmup + args.steps
     pid, count = jax.process_index(), jax.process_count()
-    batches = [local_rows(global_batch(tokens, s, args.batch, args.context), pid, count) for s in range(total)]
+    batches = [local_batch(tokens, s, args.batch, args.context, pid, count) for s in range(total)]
     cfg = dataclasses.replace(GPTConfig.shakespeare(vocab_size=tok.vocab_size, dropout=0.0), context=args.context)
     mesh = runtime.make_mesh() if jax.device_count() > 1 else None
     trainer = Trainer(GPT(cfg, rngs=nnx.Rngs(0)), gpt_loss,

@@ -72,8 +72,8 @@ def test_formulas_agree_with_xla_and_remat_recomputes():
     # LayerNorm, Adam), a share that shrinks as the width grows: measured +5.3 % at d=64 (this
     # model), +2.7 % at d=128, +1.3 % at d=256; allowed [1.0, 1.08].
     # Arguments of the step are exactly parameters + Adam's two moments (+ a few scalars): 0.1 %.
-    # Activations are a lower bound of XLA's temporaries (which also hold the gradients and
-    # the backward pass's and Adam's temporaries): measured 1.1-1.4x, allowed [1.0, 1.6].
+    # Activations (counted as Korthikanti et al.: the softmax's output only) are an estimate of what
+    # XLA's temporaries hold besides the gradients; see below.
     cfg = GPTConfig(vocab_size=65, context=64, n_layers=2, n_heads=4, d_model=64)
     batch = 8
     costs = {}
@@ -86,10 +86,11 @@ def test_formulas_agree_with_xla_and_remat_recomputes():
     assert 1.0 <= x["flops"] / (flops_per_token(cfg) * batch * cfg.context) <= 1.08
     np.testing.assert_allclose(x["argument_bytes"], 3 * 4 * n, rtol=1e-3)
     m = memory_breakdown(cfg, batch)
-    # XLA's temporaries against our count of gradients + activations: 1.1-1.4x with jaxlib 0.10,
-    # 0.92x with jaxlib 0.7.1 (the lowest supported, which keeps fewer buffers alive), so the
-    # formula is an estimate within -15% / +60% across supported versions, not a strict bound.
-    assert 0.85 <= x["temp_bytes"] / (m.grads + m.activations) <= 1.6
+    # XLA's temporaries against our count of gradients + activations: 1.64x with jaxlib 0.10.2. With
+    # jaxlib 0.7.1 (the lowest supported, which keeps fewer buffers alive) the former count (four H x T
+    # arrays, two vocabulary-sized ones) measured 0.92x, which is about 1.4x of this count. How long
+    # XLA keeps buffers changes between versions, so the count is an estimate, not a bound: 0.85-2.0x.
+    assert 0.85 <= x["temp_bytes"] / (m.grads + m.activations) <= 2.0
     # recomputation: one more forward pass of the blocks (measured 1.24x the FLOPs). XLA:CPU's peak
     # temporaries did not fall with it (measured within 1 %: its scheduler keeps the recomputed
     # activations alive as long as the stored ones), so only "no more than before + 5 %" is asserted.

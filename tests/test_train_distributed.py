@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from train_support import have_shakespeare
 
-from lmbook.train.distributed import global_batch, launch, local_rows
+from lmbook.train.distributed import global_batch, launch, local_batch, local_rows
 
 
 def test_local_rows_partition_the_global_batch():
@@ -20,6 +20,33 @@ def test_local_rows_partition_the_global_batch():
     with pytest.raises(ValueError, match="does not split"):
         local_rows((x, y), 0, 3)
 
+
+class _Recording:
+    """A token array that records which positions are read."""
+
+    def __init__(self, tokens):
+        self.tokens, self.read = tokens, set()
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def __getitem__(self, index):
+        self.read.update(range(len(self.tokens))[index])
+        return self.tokens[index]
+
+
+def test_each_process_reads_only_its_rows():
+    tokens = np.arange(1000, dtype=np.int32)
+    x, y = global_batch(tokens, step=5, batch_size=8, context=16)
+    for p in range(4):
+        recording = _Recording(tokens)
+        got = local_batch(recording, 5, 8, 16, p, 4)
+        want = local_rows((x, y), p, 4)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        rows = {int(v) for v in want[0].ravel()} | {int(v) for v in want[1].ravel()}
+        assert recording.read == rows  # its own windows and nothing else (tokens[i] == i)
+        assert len(recording.read) <= 2 * 17  # two windows of context + 1, not the batch's eight
 
 
 @pytest.mark.skipif(not have_shakespeare(), reason="Tiny Shakespeare not available offline (set LMBOOK_DATA_DIR)")

@@ -8,9 +8,10 @@ checks them against XLA's own accounting of the compiled training step
   attention's ``12 L T d``); XLA also counts element-wise work (GELU, softmax,
   LayerNorm, Adam), which adds 1-3 % on the book's models.
 * Memory: arguments of the step are exactly parameters plus optimiser state;
-  :func:`activation_bytes` counts the tensors the backward pass needs, a lower
-  bound on XLA's temporary buffers (which also hold the gradients and the
-  temporaries of the backward pass and the optimiser update).
+  :func:`activation_bytes` counts the tensors the backward pass needs; XLA's
+  temporary buffers also hold the gradients and the temporaries of the backward
+  pass and the optimiser update, and how long each buffer lives depends on the
+  compiler's version, so the count is an estimate of them, not a bound.
 """
 
 from __future__ import annotations
@@ -56,17 +57,21 @@ def train_flops(cfg: GPTConfig, tokens: float) -> float:
 
 
 def activation_bytes(cfg: GPTConfig, batch: int, context: int | None = None, bytes_per_value: int = 4) -> int:
-    """Bytes of the activations a training step keeps for the backward pass (no recomputation).
+    """Bytes of the activations a training step keeps for the backward pass (no recomputation),
+    counted as Korthikanti et al. (2022) do.
 
     Per token and block: the block input and the two LayerNorm outputs, q, k and v, the
     attention output, the residual sum (``8 d``); the MLP's input to and output of the GELU
-    (``2 f``); and for the plain (materialised) attention of the book four ``H x T`` arrays
-    per token (scores, masked scores, exponentials, probabilities). Plus two vocabulary-sized
-    arrays per token (logits and their log-softmax).
+    (``2 f``); and for the plain (materialised) attention one ``H x T`` array per token, the
+    softmax's output (its backward needs only its output; the scores before it are not kept),
+    two with dropout (the dropped-out copy too; the 1-byte mask is not counted). Plus one
+    vocabulary-sized array per token (the softmax of the logits, which the cross-entropy's
+    backward needs).
     """
     t = cfg.context if context is None else context
-    per_token_block = 8 * cfg.d_model + 2 * cfg.ff + 4 * cfg.n_heads * t
-    per_token = cfg.n_layers * per_token_block + 2 * cfg.vocab_size
+    attention = (2 if cfg.dropout else 1) * cfg.n_heads * t
+    per_token_block = 8 * cfg.d_model + 2 * cfg.ff + attention
+    per_token = cfg.n_layers * per_token_block + cfg.vocab_size
     return int(batch * t * per_token * bytes_per_value)
 
 
@@ -141,8 +146,9 @@ def matmul_peak(n: int = 1024, dtype: Any = None, repeats: int = 5) -> float:
 
 
 def utilisation(flops_per_step: float, seconds_per_step: float, peak_flops: float) -> float:
-    """Achieved FLOP/s over the peak: model FLOPs utilisation (MFU) when ``flops_per_step`` counts
-    the model's FLOPs (not recomputation)."""
+    """Achieved FLOP/s over ``peak_flops``. With the model's FLOPs (not recomputation) over the
+    vendor's peak this is model FLOPs utilisation (MFU); Chapter 11 divides by a measured matmul
+    rate (:func:`matmul_peak`), the utilisation of that rate."""
     if seconds_per_step <= 0 or peak_flops <= 0:
         raise ValueError("seconds_per_step and peak_flops must be positive")
     return float(flops_per_step / seconds_per_step / peak_flops)

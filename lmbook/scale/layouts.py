@@ -82,9 +82,10 @@ def compare_layouts(steps: int = 6, batch_size: int = 16, context: int = 64, n_l
     return out
 
 
-def run_with_devices(n_devices: int, function: str, **kwargs: Any) -> Any:
+def run_with_devices(n_devices: int, function: str, *, path: str | None = None, **kwargs: Any) -> Any:
     """Run ``module:function(**kwargs)`` in a fresh Python process that sees ``n_devices`` simulated
-    CPU devices, and return its (JSON) result. Raises ``RuntimeError`` with the child's error output."""
+    CPU devices, and return its (JSON) result; ``path`` is a folder searched first for ``module``
+    (e.g. one a notebook wrote). Raises ``RuntimeError`` with the child's error output."""
     module, name = function.split(":")
     code = (
         "import json, sys\n"
@@ -95,6 +96,8 @@ def run_with_devices(n_devices: int, function: str, **kwargs: Any) -> Any:
     )
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{function} failed with {n_devices} devices:\n{proc.stderr[-3000:]}")

@@ -2,13 +2,14 @@
 
 Each process runs the same program: it joins the others through a coordinator
 (``jax.distributed.initialize``), sees every process's devices in one mesh, and
-feeds only its own rows of each global batch (the trainer assembles them with
-``jax.make_array_from_process_local_data``). Gradients are averaged by the same
-all-reduce XLA inserts for data parallelism on one host; on CPU the processes
+loads and feeds only its own rows of each global batch (:func:`local_batch`; the
+trainer assembles them with ``jax.make_array_from_process_local_data``).
+Gradients are averaged by the same all-reduce XLA inserts for data parallelism on one host; on CPU the processes
 exchange them over TCP with the gloo library.
 
 On this machine: ``python -m lmbook train-distributed --processes 2`` starts two
-processes with :func:`launch`. On real clusters only the launch changes:
+processes with :func:`launch`. On real clusters the program stays the same and the
+launch changes (and the links' speeds, which decide which layout pays):
 
 * GPU hosts: start one process per host (or per GPU) with SLURM, ``mpirun`` or
   Kubernetes; ``jax.distributed.initialize()`` with no arguments reads the
@@ -30,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["global_batch", "initialize", "launch", "local_rows", "train_worker"]
+__all__ = ["global_batch", "initialize", "launch", "local_batch", "local_rows", "train_worker"]
 
 
 def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
@@ -41,12 +42,28 @@ def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
-def global_batch(tokens: np.ndarray, step: int, batch_size: int, context: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The whole batch of ``step``: the same on every process (a NumPy generator seeded by (seed, step))."""
-    rng = np.random.default_rng([seed, step])
-    start = rng.integers(0, len(tokens) - context - 1, batch_size)
-    windows = tokens[start[:, None] + np.arange(context + 1)]
+def _starts(n_tokens: int, step: int, batch_size: int, context: int, seed: int) -> np.ndarray:
+    """Start positions of the ``batch_size`` windows of ``step``: the same on every process (a NumPy
+    generator seeded by (seed, step)); drawing them costs ``batch_size`` integers, not the batch."""
+    return np.random.default_rng([seed, step]).integers(0, n_tokens - context - 1, batch_size)
+
+
+def _windows(tokens: Any, starts: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
+    windows = np.stack([np.asarray(tokens[int(s):int(s) + context + 1]) for s in starts])
     return windows[:, :-1], windows[:, 1:]
+
+
+def global_batch(tokens: Any, step: int, batch_size: int, context: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The whole batch of ``step`` (inputs and next-token targets): the same on every process."""
+    return _windows(tokens, _starts(len(tokens), step, batch_size, context, seed), context)
+
+
+def local_batch(tokens: Any, step: int, batch_size: int, context: int, process_id: int, num_processes: int,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """This process's rows of :func:`global_batch` (``local_rows`` of it), reading only those rows'
+    windows of ``tokens`` (which may be a memory-mapped file that no process reads whole)."""
+    starts = _starts(len(tokens), step, batch_size, context, seed)
+    return _windows(tokens, local_rows((starts,), process_id, num_processes)[0], context)
 
 
 def local_rows(batch: Any, process_id: int, num_processes: int) -> Any:
@@ -78,7 +95,7 @@ def train_worker(*, steps: int = 5, batch_size: int = 8, context: int = 32, n_la
     tok = CharTokenizer.train(text)
     tokens = np.asarray(tok.encode(text[:200_000]), np.int32)
     pid, count = jax.process_index(), jax.process_count()
-    batches = [local_rows(global_batch(tokens, s, batch_size, context, seed), pid, count) for s in range(steps)]
+    batches = [local_batch(tokens, s, batch_size, context, pid, count, seed) for s in range(steps)]  # only its rows
     cfg = GPTConfig(vocab_size=tok.vocab_size, context=context, n_layers=n_layers, n_heads=n_heads, d_model=d_model)
     model = build(GPT, cfg, seed=seed)
     tc = TrainConfig(steps=steps, learning_rate=learning_rate, warmup_steps=0, steps_per_call=1, progress=False,

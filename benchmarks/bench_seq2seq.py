@@ -19,9 +19,10 @@ the test set's noise), ``bleu_vs_sacrebleu_maxdiff`` (largest |lmbook.metrics.co
 over both outputs), plus the lower-cased BLEU of each (``bleu_lc_*``), closer to the tokenised lower-cased BLEU
 many tutorials report.
 
-Sizes: ``--size small`` (default) has the shape of Chapter 8's Transformer (d 128, 4 heads, 2+2 layers; here
-with 4,000-token vocabularies, dropout 0.1 and a peak learning rate of 2e-3): in the default 5 minutes on a 2-core
-CPU it trains for several epochs (about 1,900 steps), so BLEU compares translators, not barely started models.
+Sizes: ``--size small`` (default) is Chapter 8's Transformer (d 128, 4 heads, 2+2 layers, 4,000-token
+vocabularies, dropout 0.1, a peak learning rate of 2e-3 after 50 warm-up steps; the chapter trains it for 1,000
+steps on length buckets up to 28 tokens): in the default 5 minutes on a 2-core CPU it trains for several epochs
+(about 1,900 steps), so BLEU compares translators, not barely started models.
 ``--size base`` (d 256, 8 heads, 3+3 layers, 1e-3) is the size of published Multi30k results; in 5 minutes there
 it got through 600 (lmbook) and 360 (PyTorch) steps, still early on its learning curve, where a faster framework's
 lead in BLEU is large. ``--steps N`` trains each for N steps instead of a wall time: BLEU at equal work, free of

@@ -28,6 +28,12 @@ def test_context_vector_checker():
     def ignores_mask(scores, values, mask):
         return right(scores, values, np.ones_like(mask))
 
+    def unstable(scores, values, mask):  # no max subtraction: overflows for large scores, even in float64
+        w = np.where(mask, np.exp(np.asarray(scores, np.float64)), 0.0)
+        return np.einsum("bs,bse->be", w / w.sum(-1, keepdims=True), np.asarray(values, np.float64))
+
     assert check_context_vector(right, verbose=False).passed
+    with np.errstate(all="ignore"):
+        assert not check_context_vector(unstable, verbose=False).passed
     assert not check_context_vector(ignores_mask, verbose=False).passed
     assert not check_context_vector(lambda *a: (_ for _ in ()).throw(NotImplementedError("x")), verbose=False).passed

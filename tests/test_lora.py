@@ -162,3 +162,24 @@ def test_lora_exercise_checker_accepts_lmbook_and_rejects_wrong_answers():
         raise NotImplementedError("your code here")
 
     assert "NotImplementedError" in str(check_lora_forward(stub, verbose=False))
+
+
+def test_adapter_on_qkv_acts_on_cross_attention_merged_and_unmerged():
+    """TransformerSeq2Seq's cross-attention slices the qkv kernel; an unmerged adapter must act there too."""
+    from lmbook.nn.seq2seq import TransformerSeq2Seq
+
+    model = TransformerSeq2Seq(13, 11, d_model=16, n_heads=2, n_layers=1, context=8, max_source_len=8,
+                               rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    src, tgt = jnp.asarray(rng.integers(0, 13, (2, 6))), jnp.asarray(rng.integers(0, 11, (2, 5)))
+    mask = jnp.arange(6)[None] < jnp.array([[6], [4]])
+    base = model(src, mask, tgt)
+    apply_lora(model, 2, targets=("blocks.*.cross.qkv",), rngs=nnx.Rngs(1))
+    _randomise_b(model)
+    unmerged = model(src, mask, tgt)
+    assert float(jnp.abs(unmerged - base).max()) > 1e-3
+    merge_lora(model)
+    np.testing.assert_allclose(model(src, mask, tgt), unmerged, atol=1e-5)
+    unmerge_lora(model)
+    with lora_disabled(model):
+        np.testing.assert_allclose(model(src, mask, tgt), base, atol=1e-5)

@@ -110,6 +110,18 @@ def test_translate_batches_stop_at_their_own_limit(models, name):
     assert all(len(h) <= max_target_length(len(s), 2, 3) for h, s in zip(in_pairs, sources))
 
 
+@pytest.mark.parametrize("name", ["gru+attention", "transformer"])
+def test_beam_search_ranks_only_hypotheses_within_each_rows_limit(models, name):
+    # a batch decodes to its longest limit; a short source's best hypothesis must be chosen among those that
+    # fit its own limit (as when it is translated alone), not cut from a longer winner
+    model = models[name]
+    sources = [[3, 4, 5, 6, 7, 8, 9, 10], [11], [12, 13]]
+    kw = dict(bos=BOS, eos=EOS, method="beam", beam_size=3, max_len_a=1.0, max_len_b=1)
+    together = translate(model, sources, **kw)
+    alone = [translate(model, [s], **kw)[0] for s in sources]
+    assert together == alone
+
+
 def test_beam_search_scores_are_model_log_probabilities(models):
     model = models["transformer"]
     decoder = model.bind(np.array([[3, 4, 5]]))

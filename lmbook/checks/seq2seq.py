@@ -32,6 +32,10 @@ def check_context_vector(fn: Callable[[Any, Any, Any], Any], *, verbose: bool = 
         "no padding": (scores, values, full),
         "padded rows (padding must get zero weight)": (scores, values, padded),
         "large scores (use a stable softmax)": (scores * 100, values, padded),
+        # exp(1000) overflows even float64 and exp(-1000) underflows to 0: only subtracting each row's
+        # maximum (or an equivalent shift) gives finite weights here
+        "scores near +1000 (subtract the row maximum)": (scores + 1000, values, padded),
+        "scores near -1000 (subtract the row maximum)": (scores - 1000, values, padded),
         "one source position": (scores[:, :1], values[:, :1], full[:, :1]),
     }
     return run_cases("attention context vector", fn, _context_reference, cases, atol=1e-5, verbose=verbose)

@@ -61,6 +61,7 @@ def beam_search(
     stop_tokens: Sequence[int] = (),
     pad_token: int = 0,
     no_repeat_ngram: int = 0,
+    row_max_new_tokens: Sequence[int] | None = None,
 ) -> BeamResult:
     """Length-normalised beam search with a decoder (see :mod:`lmbook.generate.loop`) (Chapter 7).
 
@@ -75,6 +76,10 @@ def beam_search(
         pad_token: written after the end of each hypothesis.
         no_repeat_ngram: ``n >= 2`` gives a token that would complete an n-gram already present in the
             hypothesis's generated tokens (not the prompt) probability zero; 0 switches it off.
+        row_max_new_tokens: optional per-row limits (each at most ``max_new_tokens``): a hypothesis of row
+            ``b`` finishes at the latest after ``row_max_new_tokens[b]`` tokens, so the search only ranks
+            hypotheses that fit their own row's limit (cutting a longer winner afterwards would return a
+            hypothesis the search never scored).
     """
     prompt = np.asarray(prompt)
     if prompt.ndim == 1:
@@ -86,6 +91,10 @@ def beam_search(
     if no_repeat_ngram < 0 or no_repeat_ngram == 1:
         raise ValueError(f"no_repeat_ngram must be 0 (off) or at least 2, got {no_repeat_ngram}")
     check_prompt_ids(prompt, np.full(prompt.shape[0], prompt.shape[1]), model)
+    limits = np.full(prompt.shape[0], max_new_tokens) if row_max_new_tokens is None else np.asarray(row_max_new_tokens)
+    if limits.shape != (prompt.shape[0],) or limits.min() < 1 or limits.max() > max_new_tokens:
+        raise ValueError(f"row_max_new_tokens needs one limit in [1, max_new_tokens={max_new_tokens}] per row "
+                         f"({prompt.shape[0]}), got {limits.tolist()}")
     context = int(getattr(model, "context"))
     if prompt.shape[1] + max_new_tokens > context:
         raise ValueError(
@@ -97,7 +106,7 @@ def beam_search(
     graphdef, state = nnx.split(model)
     stops = jnp.asarray(np.asarray(list(stop_tokens), np.int32).reshape(-1))
     out = _beam(graphdef, state, jnp.asarray(prompt, jnp.int32), stops, jnp.float32(length_penalty),
-                beam=beam_size, n_new=max_new_tokens, no_repeat=no_repeat)
+                jnp.asarray(limits, jnp.int32), beam=beam_size, n_new=max_new_tokens, no_repeat=no_repeat)
     seqs, scores, lps, lens = (np.asarray(x) for x in jax.device_get(out))
     positions = np.arange(max_new_tokens)
     seqs = np.where(positions[None, None] < lens[..., None], seqs, pad_token).astype(np.int32)
@@ -129,7 +138,7 @@ def repeat_bans(seqs: jax.Array, i: jax.Array, n: int, vocab: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam", "n_new", "no_repeat"))
-def _beam(graphdef, state, prompt, stops, alpha, *, beam, n_new, no_repeat=0):
+def _beam(graphdef, state, prompt, stops, alpha, limits, *, beam, n_new, no_repeat=0):
     batch, n_prompt = prompt.shape
     model = nnx.merge(graphdef, state)
     model.eval()
@@ -158,7 +167,8 @@ def _beam(graphdef, state, prompt, stops, alpha, *, beam, n_new, no_repeat=0):
         seqs = jax.lax.dynamic_update_index_in_dim(seqs, tok, i, axis=2)
         is_stop = jnp.any(tok[..., None] == stops, axis=-1)
         length = (i + 1).astype(jnp.float32)
-        ends = (is_stop | (i == n_new - 1)) & jnp.isfinite(vals)
+        last_step = (i == limits - 1)[:, None]  # this row's hypotheses may grow no further
+        ends = (is_stop | last_step) & jnp.isfinite(vals)
         cand_score = jnp.where(ends, vals / length**alpha, neg)
         # The best `beam` finished hypotheses so far.
         all_score = jnp.concatenate([fin_score, cand_score], axis=1)
@@ -167,7 +177,7 @@ def _beam(graphdef, state, prompt, stops, alpha, *, beam, n_new, no_repeat=0):
         fin_lp = _gather(jnp.concatenate([fin_lp, jnp.where(ends, vals, neg)], axis=1), pick)
         fin_len = _gather(jnp.concatenate([fin_len, jnp.full(tok.shape, i + 1, jnp.int32)], axis=1), pick)
         # The best `beam` unfinished ones continue.
-        alive_vals = jnp.where(is_stop, neg, vals)
+        alive_vals = jnp.where(is_stop | last_step, neg, vals)
         alive_lp, keep = jax.lax.top_k(alive_vals, beam)
         alive_seq = _gather(seqs, keep)
         parent = _gather(src, keep)

@@ -54,10 +54,10 @@ def translate(
     ``max_target_length(len(source), max_len_a, max_len_b)`` tokens (and fits
     the decoder's context): greedy and sampled decoding stop at the largest
     limit of the batch (the loop's length is a traced value, so batches of
-    short sentences stop early without a new compilation), beam search runs to
-    the largest limit of the call (its length is static); each row is then cut
-    at its own limit (for beam search the cut is applied to the best finished
-    hypothesis).
+    short sentences stop early without a new compilation), then each row is cut
+    at its own limit; beam search runs to the largest limit of the call (its
+    length is static) and finishes each row's hypotheses at that row's limit, so
+    it returns the best hypothesis that fits.
 
     Args:
         model: an ``RNNSeq2Seq`` or ``TransformerSeq2Seq`` (anything with ``bind``).
@@ -100,7 +100,8 @@ def translate(
         prompt = np.full((full, 1), bos, np.int32)
         if method == "beam":
             res = beam_search(decoder, prompt, n_new, beam_size=beam_size, length_penalty=length_penalty,
-                              stop_tokens=(eos,), pad_token=pad)
+                              stop_tokens=(eos,), pad_token=pad,
+                              row_max_new_tokens=[limits[i] for i in rows] + [n_new] * (full - n))
             hyps = [res.new_tokens(j) for j in range(n)]
         else:
             temp = 0.0 if method == "greedy" else temperature

@@ -16,11 +16,12 @@ trained, and only ``r (in + out)`` numbers per layer are learned and stored.
 - :func:`lora_disabled`: run the base model (adapters switched off) in a ``with`` block.
 - :func:`save_adapter` / :func:`load_adapter`: an adapter as a small Orbax checkpoint.
 
+- :func:`effective_kernel`: a layer's kernel with its active, unmerged adapter
+  folded in, for code that slices a kernel instead of calling the layer (the
+  encoder-decoder's cross-attention reads the key/value columns of ``qkv``).
+
 Flax's own ``nnx.LoRA``/``nnx.LoRALinear`` compute ``x A B`` without the
-``alpha / r`` factor (tests compare the two with ``alpha = r``). One caveat: the
-cross-attention path of :class:`~lmbook.nn.attention.MultiHeadAttention` reads the
-``qkv`` kernel directly, so an adapter on ``qkv`` acts on cross-attention only
-once merged; decoder-only models (GPT) have no cross-attention.
+``alpha / r`` factor (tests compare the two with ``alpha = r``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from lmbook.nn.layers import Dense, dense
 __all__ = [
     "LoRADense",
     "apply_lora",
+    "effective_kernel",
     "load_adapter",
     "lora_disabled",
     "lora_layers",
@@ -110,6 +112,15 @@ class LoRADense(Dense):
             h = dense(x.astype(dtype), self.lora_a[...].astype(dtype))
             y = y + self.scale * dense(h, self.lora_b[...].astype(dtype))
         return y
+
+
+def effective_kernel(layer: Dense) -> jax.Array:
+    """The kernel ``layer`` applies: ``W + (alpha / r) A B`` for an enabled, unmerged :class:`LoRADense`,
+    else ``W``. For code that uses slices of a kernel rather than calling the layer."""
+    kernel = layer.kernel[...]
+    if isinstance(layer, LoRADense) and layer.enabled and not layer.merged:
+        kernel = kernel + layer.delta().astype(kernel.dtype)
+    return kernel
 
 
 def lora_layers(model: nnx.Module) -> list[LoRADense]:

@@ -41,6 +41,7 @@ from flax import nnx
 
 from lmbook.nn.attention import KVCache, MultiHeadAttention, attention_weights, padding_mask
 from lmbook.nn.layers import Dense, Dropout, dense
+from lmbook.nn.lora import effective_kernel
 from lmbook.nn.positional import SinusoidalPositions
 from lmbook.nn.rnn import CellType, LSTMState, RNNEncoder, make_cell
 from lmbook.nn.transformer import TransformerBlock, TransformerConfig, TransformerEncoder
@@ -359,11 +360,12 @@ class CrossKV:
 
 
 def cross_kv(mha: MultiHeadAttention, memory: EncoderOutput) -> CrossKV:
-    """Keys and values of ``mha`` (the key/value columns of its ``qkv`` projection) on the encoder states."""
+    """Keys and values of ``mha`` (the key/value columns of its ``qkv`` projection, a LoRA adapter on it
+    included) on the encoder states."""
     b, s, _ = memory.states.shape
     d, h = mha.d_model, mha.n_heads
     x = memory.states
-    kv = dense(x, mha.qkv.kernel[...][:, d:].astype(x.dtype))
+    kv = dense(x, effective_kernel(mha.qkv)[:, d:].astype(x.dtype))
     if mha.qkv.bias is not None:
         kv = kv + mha.qkv.bias[...][d:].astype(x.dtype)
     kv = kv.reshape(b, s, 2, h, d // h)
@@ -377,7 +379,7 @@ def cross_attend(mha: MultiHeadAttention, x: jax.Array, kv: CrossKV) -> tuple[ja
     so that the keys and values are computed once per source, not once per step.
     """
     b, t, d = x.shape
-    q = dense(x, mha.qkv.kernel[...][:, :d].astype(x.dtype))
+    q = dense(x, effective_kernel(mha.qkv)[:, :d].astype(x.dtype))
     if mha.qkv.bias is not None:
         q = q + mha.qkv.bias[...][:d].astype(x.dtype)
     q = q.reshape(b, t, mha.n_heads, mha.head_dim)

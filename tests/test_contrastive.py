@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from lmbook.checks.multimodal import reference_info_nce
-from lmbook.nn.contrastive import ContrastiveModel, contrastive_loss, info_nce, normalize, zero_shot_predict
+from lmbook.nn.contrastive import (ContrastiveModel, contrastive_loss, info_nce, multi_positive_info_nce,
+                                   multi_positive_loss, normalize, same_rows, zero_shot_predict)
 from lmbook.nn.gpt import GPTConfig
 from lmbook.nn.vision import ViTConfig
 from lmbook.train import TrainConfig, Trainer
@@ -35,6 +36,53 @@ def test_info_nce_properties():
     assert float(perfect) < float(loss)
     with pytest.raises(ValueError, match="same shape"):
         info_nce(u, v[:3], 0.0)
+
+
+def _multi_positive_numpy(u, v, scale, positives):
+    """Multi-positive symmetric InfoNCE in NumPy float64, written out row by row."""
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    s = scale * u @ v.T
+    p = positives.astype(np.float64)
+
+    def side(logits, targets):
+        total = 0.0
+        for row, t in zip(logits, targets):
+            log_softmax = row - (row.max() + np.log(np.sum(np.exp(row - row.max()))))
+            total -= np.sum(t / t.sum() * log_softmax)
+        return total / len(logits)
+
+    return 0.5 * (side(s, p) + side(s.T, p.T))
+
+
+def test_multi_positive_info_nce_matches_numpy_float64_and_reduces_to_info_nce():
+    rng = np.random.default_rng(3)
+    u, v = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    captions = np.array([[4, 5], [6, 7], [4, 5], [8, 9], [6, 7], [4, 5]])
+    positives = np.all(captions[:, None] == captions[None], axis=-1)
+    np.testing.assert_array_equal(same_rows(jnp.asarray(captions)), positives)
+    loss, _ = multi_positive_info_nce(jnp.asarray(u, jnp.float32), jnp.asarray(v, jnp.float32), math.log(5.0),
+                                      jnp.asarray(positives))
+    np.testing.assert_allclose(float(loss), _multi_positive_numpy(u, v, 5.0, positives), rtol=1e-5)
+    plain, _ = info_nce(jnp.asarray(u, jnp.float32), jnp.asarray(v, jnp.float32), math.log(5.0))
+    diag, _ = multi_positive_info_nce(jnp.asarray(u, jnp.float32), jnp.asarray(v, jnp.float32), math.log(5.0),
+                                      jnp.eye(6, dtype=bool))
+    np.testing.assert_allclose(float(diag), float(plain), rtol=1e-6)
+    with pytest.raises(ValueError, match="positives"):
+        multi_positive_info_nce(jnp.asarray(u), jnp.asarray(v), 0.0, jnp.eye(5, dtype=bool))
+
+
+def test_multi_positive_loss_counts_duplicate_captions_as_right():
+    vit = ViTConfig(height=4, width=4, patch_size=2, d_model=16, n_heads=2, n_layers=1)
+    text = GPTConfig(vocab_size=12, context=4, n_layers=1, n_heads=2, d_model=16)
+    model = ContrastiveModel(vit, text, 8, rngs=nnx.Rngs(0))
+    images = jnp.zeros((4, 4, 4))  # identical images and captions: every text is as good as any other
+    tokens = jnp.full((4, 3), 5)
+    batch = (images, tokens, jnp.ones((4, 3), bool))
+    loss, metrics = multi_positive_loss(model, batch)
+    assert float(metrics["accuracy"]) == 1.0
+    np.testing.assert_allclose(float(loss), math.log(4), rtol=1e-5)  # the entropy of the uniform target: its minimum
+    assert float(contrastive_loss(model, batch)[1]["accuracy"]) == 0.25  # diagonal targets: ties go to text 0
 
 
 def test_zero_shot_prediction_on_a_hand_built_case():

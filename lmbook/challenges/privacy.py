@@ -208,19 +208,22 @@ def dp_loss(
     batches ``(inputs, targets)`` get the plain loss. The returned value equals the plain
     mean loss; its gradient is ``dp_aggregate(per-example gradients)``, because the loss is
     ``stop_gradient(L) + <stop_gradient(g_dp), theta> - stop_gradient(<g_dp, theta>)``.
-    Use it with ``grad_clip=None`` and no weight decay (both would touch the private
-    gradient; any optimiser after it is post-processing and keeps the guarantee), and a
-    model without dropout.
+    Whatever the optimiser does with that gradient afterwards (Adam, a global-norm clip,
+    weight decay) is post-processing and keeps the guarantee; Chapter 12 turns the
+    trainer's own clipping and weight decay off only so that the update is the textbook
+    DP-SGD step. Use a model without dropout.
 
-    ``noise_multiplier`` may be a traced value, e.g. one per member of an ``nnx.vmap``
-    ensemble, so that runs at several noise levels share one compiled program
-    (Chapter 12); only a concrete value can be checked here.
+    ``l2_norm_clip`` and ``noise_multiplier`` may be traced values, e.g. one per member of
+    an ``nnx.vmap`` ensemble, so that runs with several settings share one compiled
+    program (Chapter 12); only concrete values can be checked here.
     """
-    try:
-        sigma = float(noise_multiplier)
-    except (TypeError, jax.errors.ConcretizationTypeError):  # traced (or not a scalar): checked by the caller
-        sigma = 0.0
-    if l2_norm_clip <= 0 or sigma < 0:
+    def concrete(x: Any, default: float) -> float:
+        try:
+            return float(x)
+        except (TypeError, jax.errors.ConcretizationTypeError):  # traced (or not a scalar): checked by the caller
+            return default
+
+    if concrete(l2_norm_clip, 1.0) <= 0 or concrete(noise_multiplier, 0.0) < 0:
         raise ValueError(f"need l2_norm_clip > 0 and noise_multiplier >= 0, got {l2_norm_clip}, {noise_multiplier}")
 
     def loss(model: nnx.Module, batch: Any) -> jax.Array:
@@ -247,7 +250,8 @@ def dp_epsilon(
         noise_multiplier: ``sigma`` (noise std / clipping norm).
         sample_rate: ``q`` = batch size / number of training examples.
         steps: optimiser steps.
-        delta: the ``delta`` of (epsilon, delta)-DP, typically below 1 / number of examples.
+        delta: the ``delta`` of (epsilon, delta)-DP; take it much smaller than 1 / number of
+            examples (a mechanism that publishes one random example outright is (0, 1/N)-DP).
         accountant: ``"rdp"`` (Rényi DP, Mironov 2017) or ``"pld"`` (privacy loss
             distributions, tighter).
     """

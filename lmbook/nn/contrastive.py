@@ -8,6 +8,11 @@ image (Radford et al., 2021; the loss is InfoNCE, van den Oord et al., 2018):
 
     L = 1/2 [ CE(S, diag) + CE(S^T, diag) ],   S_ij = exp(s) * <u_i, v_j>,  tau = exp(-s).
 
+When two pairs of a batch share a caption, the diagonal target calls a true
+match a negative. :func:`multi_positive_info_nce` spreads each row's target
+uniformly over all its positives instead (the same caption, or the same image),
+and reduces to InfoNCE when the diagonal is the only positive.
+
 Zero-shot classification then needs no classifier: embed one prompt per class
 ("a seven") and give each image the class whose prompt is most similar.
 """
@@ -27,7 +32,16 @@ from lmbook.nn.heads import last_token_pool
 from lmbook.nn.layers import Dense
 from lmbook.nn.vision import ViTConfig, ViTEncoder
 
-__all__ = ["ContrastiveModel", "contrastive_loss", "info_nce", "normalize", "zero_shot_predict"]
+__all__ = [
+    "ContrastiveModel",
+    "contrastive_loss",
+    "info_nce",
+    "multi_positive_info_nce",
+    "multi_positive_loss",
+    "normalize",
+    "same_rows",
+    "zero_shot_predict",
+]
 
 
 def normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -53,6 +67,33 @@ def info_nce(image_emb: jax.Array, text_emb: jax.Array, log_scale: Any) -> tuple
     loss_i = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     loss_t = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
     return 0.5 * (loss_i + loss_t), logits
+
+
+def multi_positive_info_nce(
+    image_emb: jax.Array, text_emb: jax.Array, log_scale: Any, positives: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Symmetric InfoNCE with several positives per row (Chapter 13).
+
+    ``positives`` ``(N, N)`` bool, ``positives[i, j]`` when text ``j`` describes image ``i``
+    (the diagonal must be set). Each image's target is uniform over its positive texts,
+    each text's over its positive images: ``-sum_j p_ij log softmax(S_i)_j`` with
+    ``p_ij = P_ij / sum_k P_ik``. Returns ``(loss, logits)`` like :func:`info_nce`.
+    """
+    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape or positives.shape != (image_emb.shape[0],) * 2:
+        raise ValueError(
+            f"need (N, d) image and text embeddings of one shape and (N, N) positives, got {image_emb.shape}, "
+            f"{text_emb.shape}, {positives.shape}"
+        )
+    logits = jnp.exp(jnp.asarray(log_scale, jnp.float32)) * normalize(image_emb) @ normalize(text_emb).T
+    p = positives.astype(jnp.float32)
+    loss_i = optax.softmax_cross_entropy(logits, p / p.sum(axis=1, keepdims=True)).mean()
+    loss_t = optax.softmax_cross_entropy(logits.T, p.T / p.T.sum(axis=1, keepdims=True)).mean()
+    return 0.5 * (loss_i + loss_t), logits
+
+
+def same_rows(tokens: jax.Array) -> jax.Array:
+    """``(N, N)`` bool: rows ``i`` and ``j`` of ``tokens`` ``(N, T)`` are identical (the same caption)."""
+    return jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
 
 
 def zero_shot_predict(image_emb: jax.Array, class_emb: jax.Array) -> jax.Array:
@@ -109,4 +150,18 @@ def contrastive_loss(model: ContrastiveModel, batch: Any) -> tuple[jax.Array, di
     log_scale = jnp.minimum(model.log_scale[...], model.max_log_scale)
     loss, logits = info_nce(model.embed_images(images), model.embed_texts(tokens, mask), log_scale)
     acc = (logits.argmax(-1) == jnp.arange(logits.shape[0])).mean()
+    return loss, {"accuracy": acc, "temperature": jnp.exp(-log_scale)}
+
+
+def multi_positive_loss(model: ContrastiveModel, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """:func:`contrastive_loss` with every identical caption in the batch counted as a positive (Chapter 13).
+
+    The accuracy counts an image as right when its most similar text is any of its positives.
+    """
+    images, tokens, mask = batch
+    log_scale = jnp.minimum(model.log_scale[...], model.max_log_scale)
+    positives = same_rows(jnp.where(mask, tokens, -1))
+    loss, logits = multi_positive_info_nce(model.embed_images(images), model.embed_texts(tokens, mask), log_scale,
+                                           positives)
+    acc = jnp.take_along_axis(positives, logits.argmax(-1)[:, None], axis=1).mean()
     return loss, {"accuracy": acc, "temperature": jnp.exp(-log_scale)}

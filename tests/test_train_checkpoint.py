@@ -15,6 +15,8 @@ from lmbook.train import TrainConfig, Trainer, TrainingDiverged
 
 from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 N = 6
 
 

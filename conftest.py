@@ -2,11 +2,13 @@
 
 * Notebooks are collected by nbval only when ``_toc.yml`` lists them (the book
   is what the table of contents says it is).
+* Chapter 1's cells carry the ``floors`` marker (run at the lowest versions too).
 * When ``LMBOOK_BOOK_CACHE`` names a folder (``.ci/run`` sets it to the book's
   ``_build/.jupyter_cache``), every notebook that nbval executed without an
   error is stored there with its outputs, keyed the way Jupyter Book keys its
   execution cache. The book build that follows then reuses these fresh outputs
   instead of executing every chapter a second time.
+* After every run, the time summed per file: each notebook, the slowest test files.
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if collection_path.suffix == ".ipynb":
         return collection_path.resolve() not in toc_notebooks()
     return None
+
+
+#: Notebooks that also run at the declared lowest versions (``pytest -m floors``, .ci/run step 3),
+#: beside the unit tests marked ``floors``.
+FLOORS_NOTEBOOKS = {"01_language_models.ipynb"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).name in FLOORS_NOTEBOOKS:
+            item.add_marker(pytest.mark.floors)
 
 
 # -- nbval outputs -> Jupyter Book execution cache ----------------------------------
@@ -111,14 +124,41 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     os.replace(tmp, tf)
 
 
+# -- where the time went: per-file totals, printed after every run -------------------
+
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs in the process that reports (the controller under xdist), so workers' items count too.
+    path = report.nodeid.split("::", 1)[0]
+    _file_seconds[path] = _file_seconds.get(path, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _file_seconds:
+        return
     cache = os.environ.get("LMBOOK_BOOK_CACHE")
-    if not cache:
-        return
-    tf = _times_file(Path(cache).resolve())
-    if not tf.exists():
-        return
-    times = json.loads(tf.read_text())
-    terminalreporter.section("notebook execution (seconds; cached for the book build)")
-    for name, info in sorted(times.items()):
-        terminalreporter.write_line(f"{name:45s} {info['seconds']:8.1f}  {'cached' if info['cached'] else 'NOT cached'}")
+    tf = _times_file(Path(cache).resolve()) if cache else None
+    cached = json.loads(tf.read_text()) if tf is not None and tf.exists() else {}
+    notebooks = {p: s for p, s in _file_seconds.items() if p.endswith(".ipynb")}
+    tests = {p: s for p, s in _file_seconds.items() if not p.endswith(".ipynb")}
+    terminalreporter.section("where the time went (seconds of setup + call + teardown, summed per file)")
+    for path, seconds in sorted(notebooks.items()):
+        info = cached.get(Path(path).name)
+        note = "" if info is None else ("  cached for the book build" if info["cached"] else "  NOT cached")
+        terminalreporter.write_line(f"{path:50s} {seconds:8.1f}{note}")
+    if tests:
+        slow = sorted(tests.items(), key=lambda kv: -kv[1])[:10]
+        for path, seconds in slow:
+            terminalreporter.write_line(f"{path:50s} {seconds:8.1f}")
+        if len(tests) > len(slow):
+            terminalreporter.write_line(f"{'(' + str(len(tests) - len(slow)) + ' more test files)':50s} "
+                                        f"{sum(tests.values()) - sum(s for _, s in slow):8.1f}")
+    if notebooks:
+        terminalreporter.write_line(f"{'notebooks, in all':50s} {sum(notebooks.values()):8.1f}")
+    if tests:
+        terminalreporter.write_line(f"{'unit tests, in all':50s} {sum(tests.values()):8.1f}")
+    workers = getattr(config.option, "numprocesses", None)
+    if workers:
+        terminalreporter.write_line(f"(sums over {workers} workers running at once: the wall time is less)")

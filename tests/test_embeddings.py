@@ -46,6 +46,8 @@ from lmbook.embeddings import (
     train_sgns,
 )
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 
 def log_sigmoid64(x):
     return -np.logaddexp(0.0, -x)

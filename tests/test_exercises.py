@@ -25,6 +25,8 @@ import pytest
 import lmbook.checks
 from lmbook.checks import CheckReport
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 ROOT = Path(__file__).resolve().parents[1]
 TOC_FILES = re.findall(r"file:\s*([^\s#]+)", (ROOT / "_toc.yml").read_text())
 NOTEBOOKS = [ROOT / f"{f}.ipynb" for f in TOC_FILES

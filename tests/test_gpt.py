@@ -8,6 +8,8 @@ from flax import nnx
 
 from lmbook.nn.gpt import GPT, GPTConfig, flops_per_token, gpt_loss, param_count
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 CFG = GPTConfig(vocab_size=11, context=12, n_layers=2, n_heads=2, d_model=16)
 
 

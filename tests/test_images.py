@@ -17,6 +17,8 @@ from lmbook.data.images import (  # noqa: E402
 from lmbook.data.parallel import SPECIAL_TOKENS  # noqa: E402
 from lmbook.tokenizers import WordTokenizer  # noqa: E402
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 
 def test_digits_load_as_unit_range_images_with_labels():
     images, labels = load_digits_images()

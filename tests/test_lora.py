@@ -12,6 +12,8 @@ from lmbook.nn.lora import (LoRADense, apply_lora, load_adapter, lora_disabled, 
                             merge_lora, save_adapter, unmerge_lora)
 from lmbook.train import TrainConfig, Trainer
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 CFG = GPTConfig(vocab_size=31, context=12, n_layers=2, n_heads=2, d_model=16)
 
 

@@ -10,6 +10,8 @@ import pytest
 from lmbook import metrics
 from lmbook.metrics import bleu_from_stats, brevity_penalty, corpus_bleu, corpus_chrf, sentence_bleu, tokenize_13a
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 sacrebleu = pytest.importorskip("sacrebleu", reason="sacrebleu is the reference implementation")
 
 

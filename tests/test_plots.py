@@ -13,6 +13,8 @@ import pytest
 from lmbook.plots import as_runs, ema, loss_curves, metric_curves, training_panel
 from lmbook.train import History
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 
 def make_history(scale: float = 1.0) -> History:
     h = History()

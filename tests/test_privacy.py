@@ -24,6 +24,8 @@ from lmbook.challenges.privacy import (
 )
 from lmbook.nn.gpt import GPT, GPTConfig, gpt_loss
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -8,6 +8,8 @@ from flax import nnx
 
 from lmbook.nn import rnn
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 IN, H, B, T = 3, 5, 2, 6
 
 

@@ -17,6 +17,8 @@ from lmbook.scale import (activation_bytes, fit_power_law, isoflop_minimum, kv_c
 from lmbook.train import TrainConfig, Trainer
 from lmbook.train.sharding import collectives
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 CONFIGS = [
     GPTConfig.baby(),
     GPTConfig.shakespeare(),

@@ -15,6 +15,8 @@ from lmbook.train import History, TrainConfig, Trainer, TrainingDiverged, make_o
 
 from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 
 def quiet(**kw) -> TrainConfig:
     return TrainConfig(progress=False, **kw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,8 @@ from flax import nnx
 from lmbook.train import TrainConfig, Trainer, TrainingDiverged
 
 from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
+
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
 
 N = 6
 
@@ -138,13 +141,21 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
-def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, damage):
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A run straight to 3N steps (its parameters), and a run stopped after checkpoints N and 2N (its folder)."""
+    root = tmp_path_factory.mktemp("interrupted")
     straight = TinyLM(rngs=nnx.Rngs(0))
-    Trainer(straight, loss_fn, config(tmp_path / "a", steps=3 * N)).fit(sample)
+    Trainer(straight, loss_fn, config(root / "a", steps=3 * N)).fit(sample)
+    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, config(root / "b", steps=3 * N)).fit(sample, until=2 * N)
+    return params_of(straight), root / "b"
 
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, damage, interrupted):
+    straight_params, stopped = interrupted
+    shutil.copytree(stopped, tmp_path / "b")  # each damage on its own copy of the stopped run
     cfg = config(tmp_path / "b", steps=3 * N)
-    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg).fit(sample, until=2 * N)  # checkpoints N and 2N
     DAMAGE[damage](os.path.join(cfg.checkpoint_dir, str(2 * N)))  # e.g. a crash or a full disk later
 
     resumed_model = TinyLM(rngs=nnx.Rngs(42))
@@ -153,7 +164,7 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, damage):
         resumed.fit(sample)
     # nothing lost but the damaged steps, which were recomputed: the run ends as if never interrupted
     assert resumed.step == 3 * N and resumed.checkpoints() == [2 * N, 3 * N]
-    assert_same_params(params_of(straight), params_of(resumed_model))
+    assert_same_params(straight_params, params_of(resumed_model))
     assert Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg).restore() == 3 * N  # the rewritten one is intact
 
 

@@ -22,6 +22,8 @@ from lmbook.nn.transformer import (
     attention_maps,
 )
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 SMALL = TransformerConfig(vocab_size=11, d_model=16, n_heads=4, n_layers=2, max_len=12)
 
 

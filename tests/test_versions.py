@@ -22,6 +22,8 @@ import sync_setup_cells  # noqa: E402
 
 import lmbook_setup  # noqa: E402
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 NEW = {"jax": "0.10.0", "flax": "0.12.6", "optax": "0.2.8", "orbax-checkpoint": "0.12.8", "numpy": "2.3.5",
        "scipy": "1.16.0", "matplotlib": "3.10.0", "tqdm": "4.67.1", "ipywidgets": "8.1.7"}
 

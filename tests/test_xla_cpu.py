@@ -7,6 +7,8 @@ import pytest
 
 from lmbook import xla_cpu
 
+pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+
 
 def test_options_depend_on_size_and_platform():
     assert xla_cpu.compiler_options(1e9, "cpu") is None

@@ -459,11 +459,17 @@ def test_check_ece_accepts_a_correct_answer_and_rejects_wrong_ones():
         b = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
         return np.mean([abs(hit[b == i].mean() - conf[b == i].mean()) for i in range(n_bins) if (b == i).any()])
 
+    def left_closed(probs, targets, n_bins):  # bins [lo, hi): a confidence on an edge goes to the bin above
+        conf, hit = probs.max(1), (probs.argmax(1) == targets)
+        b = np.clip(np.floor(conf * n_bins).astype(int), 0, n_bins - 1)
+        return sum(abs(hit[b == i].mean() - conf[b == i].mean()) * (b == i).mean() for i in range(n_bins) if (b == i).any())
+
     def broken(probs, targets, n_bins):
         raise NotImplementedError
 
     assert check_ece(right, verbose=False).passed
     assert not check_ece(unweighted, verbose=False).passed
+    assert not check_ece(left_closed, verbose=False).passed
     report = check_ece(broken, verbose=False)
     assert not report.passed and "NotImplementedError" in str(report)
 

@@ -38,6 +38,8 @@ def check_ece(fn: Callable[[np.ndarray, np.ndarray, int], float], *, verbose: bo
         "three hand-made predictions, 5 bins": (np.array([[0.8, 0.2], [0.8, 0.2], [0.4, 0.6]]), np.array([0, 1, 1]), 5),
         "always right with confidence 1 -> 0": (np.eye(4)[[0, 1, 2, 3]], np.array([0, 1, 2, 3]), 10),
         "a confidence exactly on a bin edge": (np.array([[0.6, 0.4], [0.7, 0.3]]), np.array([1, 0]), 10),
+        # 0.75 is an exact edge of 4 bins: (0.5, 0.75] holds both rows, a left-closed [0.75, 1) splits them
+        "edge 0.75 shares the bin (0.5, 0.75] with 0.625": (np.array([[0.75, 0.25], [0.625, 0.375]]), np.array([1, 0]), 4),
         "calibrated by construction (targets drawn from probs), 15 bins": (p, drawn, 15),
         "over-confident, 10 bins": (dirichlet(400, 5, 0.1), rng.integers(0, 5, 400), 10),
         "one bin": (p, drawn, 1),

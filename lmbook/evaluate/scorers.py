@@ -219,9 +219,10 @@ class WindowScorer(_Neural):
     Window ``j`` reads tokens ``[j s, j s + T)`` and predicts positions
     ``j s + 1 .. j s + T``; a position is scored in the first window that
     predicts it. ``stride = T`` tiles the text with disjoint windows (cheapest:
-    a token sees between 0 and ``T - 1`` tokens of context, ``T/2`` on
-    average); ``stride = 1`` gives every token the full ``T - 1`` tokens (``T``
-    times the cost). Offset 1.
+    a prediction reads between 1 and ``T`` tokens of context, ``(T + 1)/2`` on
+    average); stride ``s`` gives every prediction after the first window at
+    least ``T - s + 1`` tokens (``stride = 1``: all ``T``, at ``T`` times the
+    cost). Offset 1.
     """
 
     offset = 1

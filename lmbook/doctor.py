@@ -124,9 +124,11 @@ def check_data() -> list[Check]:
     """Each data set: every file present and matching its SHA-256, in ``LMBOOK_DATA_DIR`` or the cache."""
     from lmbook.data import datasets as ds
 
-    offline = ds.offline_dir()
     checks = []
-    if offline is not None and not offline.is_dir():
+    try:
+        offline = ds.offline_dir()
+    except ds.DataError:  # LMBOOK_DATA_DIR names something that is not a folder
+        offline = Path(os.environ[ds.ENV_OFFLINE])
         checks.append(Check("LMBOOK_DATA_DIR", "FAIL", f"{offline} is not a folder",
                             "unset LMBOOK_DATA_DIR or point it at a copied data folder"))
     roots = [r for r in (offline, ds.cache_dir()) if r is not None and r.is_dir()]

@@ -239,7 +239,9 @@ def imports_of_the_book() -> tuple[dict[str, set[str]], set[str]]:
         for name in req:
             required.setdefault(name, set()).add(where)
         optional |= opt
-    local = {"lmbook", "lmbook_setup"} | set(sys.stdlib_module_names)
+    # tools/ are the checkout's own scripts (``lmbook bundle`` runs from a checkout and imports one)
+    tools = {p.stem for p in (ROOT / "tools").glob("*.py")}
+    local = {"lmbook", "lmbook_setup"} | tools | set(sys.stdlib_module_names)
     return {m: w for m, w in required.items() if m not in local}, optional - local
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.nn.build import build
 from lmbook.nn.gpt import GPT, GPTConfig
 from lmbook.posttrain import GRPO, GRPOConfig, group_advantages, grpo_loss, k3_kl, with_chat_tokens
 from lmbook.tokenizers import CharTokenizer
@@ -101,20 +102,23 @@ def test_clear_errors(logps):
 
 
 def test_grpo_loop_updates_without_recompiling():
-    tok = with_chat_tokens(CharTokenizer.train("ab"))
-    cfg = GPTConfig(vocab_size=tok.vocab_size, context=16, n_layers=1, n_heads=2, d_model=16)
-    policy, reference = GPT(cfg, rngs=nnx.Rngs(0)), GPT(cfg, rngs=nnx.Rngs(0))
+    tok = with_chat_tokens(CharTokenizer.train("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR"))
+    assert tok.vocab_size == 48  # the model size every posttrain test shares
+    cfg = GPTConfig(vocab_size=48, context=48, n_layers=1, n_heads=2, d_model=16)  # as every posttrain test
+    policy, reference = build(GPT, cfg, seed=0), build(GPT, cfg, seed=0)
     prompts = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "ab"}]]
     run = GRPOConfig(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=6, prompt_len=6,
-                     learning_rate=1e-2, seed=0)
+                     learning_rate=1e-2, kl_beta=0.0, seed=0)
     before = jax.tree.map(np.asarray, nnx.state(policy, nnx.Param))
 
     reward = {"fn": lambda i, text: 1.0}
     loop = GRPO(policy, reference, tok, prompts, lambda i, text: reward["fn"](i, text), run)
-    # a constant reward: zero advantages and, with policy = reference, a zero gradient: Adam leaves it alone
+    # a constant reward: zero advantages, an exactly zero gradient (no KL term here: the policy's and the
+    # reference's log-probs, from two compiled programs, may differ in the last bit, and Adam would scale
+    # that up to a step): the parameters stay as they are
     metrics = loop.step()
     jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, nnx.state(policy, nnx.Param)))
-    assert metrics["loss"] == 0.0 and metrics["kl"] == 0.0 and 1 <= metrics["length"] <= 6
+    assert metrics["loss"] == 0.0 and metrics["kl"] < 1e-6 and 1 <= metrics["length"] <= 6
 
     # reward replies with many "b"s: the parameters move; the later steps compile nothing new
     reward["fn"] = lambda i, text: text.count("b") / 6

@@ -207,8 +207,9 @@ class GRPO:
         cfg = self.config
         rows = [self.prompts[i] for i in indices for _ in range(cfg.group_size)]
         self.key, key = jax.random.split(self.key)
+        # a buffer of at least the context: generate's cache-rebuild branch slices up to context - window_shift
         out = generate(self.policy, rows, cfg.max_new_tokens, key=key, temperature=cfg.temperature, top_k=cfg.top_k,
-                       stop_tokens=[self.end], pad_token=self.end, max_len=self.width)
+                       stop_tokens=[self.end], pad_token=self.end, max_len=max(self.width, int(self.policy.context)))
         tokens = np.full((len(rows), self.width), self.end, np.int32)
         tokens[:, : out.tokens.shape[1]] = out.tokens
         t = np.arange(self.width - 1)[None]

@@ -111,9 +111,12 @@ def test_chat_batch_pads_and_cuts(char_tok):
 
 def test_masked_loss_equals_numpy_and_ignores_masked_positions(char_tok, model):
     x, y, m = chat_batch(char_tok, [CONV, CONV[1:3]], 40)
-    loss_and_grad = nnx.jit(nnx.value_and_grad(lambda mod, yy, mm: masked_lm_loss(mod, (x, yy, mm))[0]))
-    loss, g1 = loss_and_grad(model, y, m)
-    logits = np.asarray(nnx.jit(lambda mod, xx: mod(xx))(model, x), np.float64)
+    def loss_and_logits(mod, yy, mm):
+        return masked_lm_loss(mod, (x, yy, mm))[0], mod(x)
+
+    loss_and_grad = nnx.jit(nnx.value_and_grad(loss_and_logits, has_aux=True))  # one compiled program
+    (loss, logits), g1 = loss_and_grad(model, y, m)
+    logits = np.asarray(logits, np.float64)
     logp = logits - logits.max(-1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
     nll = -np.take_along_axis(logp, y[..., None], -1)[..., 0]
@@ -122,12 +125,12 @@ def test_masked_loss_equals_numpy_and_ignores_masked_positions(char_tok, model):
 
     # changing a masked-out target changes neither the loss nor the gradient
     y2 = np.where(m == 0, (y + 1) % char_tok.vocab_size, y)
-    loss2, g2 = loss_and_grad(model, y2, m)
+    (loss2, _), g2 = loss_and_grad(model, y2, m)
     np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7), g1, g2)
 
     # inside jit an empty mask gives 0 and a zero gradient, not NaN
-    loss0, g0 = loss_and_grad(model, y, jnp.zeros_like(m))
+    (loss0, _), g0 = loss_and_grad(model, y, jnp.zeros_like(m))
     assert float(loss0) == 0.0 and all(float(jnp.abs(v).max()) == 0.0 for v in jax.tree.leaves(g0))
 
 

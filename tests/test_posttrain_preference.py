@@ -17,15 +17,14 @@ from lmbook.train import TrainConfig, Trainer
 
 CFG = GPTConfig(vocab_size=48, context=48, n_layers=1, n_heads=2, d_model=16)  # the size of every posttrain test
 T = 10
-forward = nnx.jit(lambda model, x: model(x))
 
 
 def _log_sigmoid(x):
     return -np.log1p(np.exp(-x))  # float64, x moderate
 
 
-def _np_logprobs(model, inputs, targets):
-    logits = np.asarray(forward(model, inputs), np.float64)
+def _np_logprobs(logits, targets):
+    logits = np.asarray(logits, np.float64)
     z = logits - logits.max(-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
     return np.take_along_axis(logp, np.asarray(targets)[..., None], -1)[..., 0]
@@ -48,11 +47,18 @@ def batch():
 
 def test_sequence_logprob_equals_numpy_and_ignores_masked_targets(model, batch):
     x, y, m = batch
-    got = np.asarray(nnx.jit(sequence_logprob)(model, x, y, m))
-    np.testing.assert_allclose(got, (_np_logprobs(model, x, y) * m).sum(-1), rtol=1e-5)
+
+    def total(mod, yy):
+        per_row = sequence_logprob(mod, x, yy, m)
+        return per_row.sum(), (per_row, mod(x))
+
+    value_and_grad = nnx.jit(nnx.value_and_grad(total, has_aux=True))  # one compiled program
+    (_, (got, logits)), g1 = value_and_grad(model, y)
+    np.testing.assert_allclose(got, (_np_logprobs(logits, y) * m).sum(-1), rtol=1e-5)
     y2 = np.where(m == 0, (y + 1) % CFG.vocab_size, y)
-    grad = nnx.jit(nnx.grad(lambda mod, yy: sequence_logprob(mod, x, yy, m).sum()))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grad(model, y), grad(model, y2))
+    (_, (got2, _)), g2 = value_and_grad(model, y2)
+    np.testing.assert_allclose(got2, got, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g1, g2)
     with pytest.raises(ValueError, match="one shape"):
         sequence_logprob(model, x, y, m[:, 1:])
 
@@ -98,14 +104,15 @@ def test_reward_model_reads_the_last_masked_position(model, batch):
     rm = RewardModel(model, rngs=nnx.Rngs(1))
     rm.head.kernel[...] = jax.random.normal(jax.random.key(0), rm.head.kernel[...].shape)
     rm.head.bias[...] = jnp.asarray([0.5])
-    h = np.asarray(nnx.jit(lambda mod, xx: mod.hidden_states(xx)[0])(model, x), np.float64)
+    score = nnx.jit(lambda mod, xx, mm: (mod(xx, mm), mod.backbone.hidden_states(xx)[0]))
+    rewards, h = score(rm, x, m)
+    h = np.asarray(h, np.float64)
     last = [int(np.nonzero(row)[0][-1]) for row in m]
     want = np.array([h[i, t] for i, t in enumerate(last)]) @ np.asarray(rm.head.kernel[...], np.float64)[:, 0] + 0.5
-    score = nnx.jit(lambda mod, xx, mm: mod(xx, mm))
-    np.testing.assert_allclose(np.asarray(score(rm, x, m)), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(rewards), want, rtol=1e-5)
     x2 = x.copy()
     x2[2, last[2] + 1:] = (x2[2, last[2] + 1:] + 1) % CFG.vocab_size  # tokens after the reply: no effect
-    np.testing.assert_allclose(np.asarray(score(rm, x2, m)), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(score(rm, x2, m)[0]), want, rtol=1e-5)
 
 
 def test_reward_model_and_dpo_train_through_the_trainer():

@@ -122,7 +122,8 @@ class GRPOConfig:
 
     Each step samples ``prompts_per_step`` prompts, ``group_size`` replies each (of at most
     ``max_new_tokens`` tokens, at ``temperature``), and takes ``updates_per_batch`` Adam steps
-    on them (``updates_per_batch > 1`` is where the ratio and its clipping matter). Prompts are
+    on them (``updates_per_batch > 1`` is where the ratio and its clipping matter; with 1, the
+    sampling policy's log-probs are the trained policy's, held constant). Prompts are
     at most ``prompt_len`` tokens; ``prompt_len + max_new_tokens - 1`` must fit the context.
     """
 
@@ -230,7 +231,9 @@ class GRPO:
         ref_graphdef, ref_state = nnx.split(self.reference)
         logp_ref = _token_logps(ref_graphdef, ref_state, inputs, targets, cfg.temperature)
         _, params, rest = nnx.split(self.policy, self.wrt, ...)
-        logp_old = _token_logps(*nnx.split(self.policy), inputs, targets, cfg.temperature)
+        # one update per batch: the sampling policy is the one being updated, pi_old = stop_gradient(pi_theta)
+        logp_old = (None if cfg.updates_per_batch == 1
+                    else _token_logps(*nnx.split(self.policy), inputs, targets, cfg.temperature))
         batch = (inputs, targets, jnp.asarray(mask), logp_old, logp_ref, adv.reshape(-1))
         for _ in range(cfg.updates_per_batch):
             params, self.opt_state, metrics = self._update(params, rest, self.opt_state, batch)
@@ -258,8 +261,8 @@ def _update(graphdef: Any, tx: optax.GradientTransformation, cfg: GRPOConfig, pa
     def loss_fn(p: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         model = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, rest))
         logp = token_logprobs(model, inputs, targets, temperature=cfg.temperature)
-        return grpo_loss(logp, logp_old, logp_ref, adv, mask, clip=cfg.clip, kl_beta=cfg.kl_beta,
-                         average=cfg.average)
+        old = jax.lax.stop_gradient(logp) if logp_old is None else logp_old
+        return grpo_loss(logp, old, logp_ref, adv, mask, clip=cfg.clip, kl_beta=cfg.kl_beta, average=cfg.average)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -1,4 +1,4 @@
-"""lmbook.posttrain.chat: chat tokens, template round trip, assistant-only masks, SFT loss (full and LoRA), generation."""
+"""lmbook.posttrain.chat: chat tokens, template round trip, assistant-only masks, SFT (full, LoRA), generation."""
 
 import jax
 import jax.numpy as jnp

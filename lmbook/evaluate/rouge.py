@@ -48,7 +48,8 @@ def _ngrams(tokens: list[str], n: int) -> collections.Counter[tuple[str, ...]]:
 
 
 def rouge_n(reference: str, prediction: str, n: int = 1) -> RougeScore:
-    """ROUGE-N of ``prediction`` against ``reference`` (argument order as ``rouge-score``'s ``score(target, prediction)``)."""
+    """ROUGE-N of ``prediction`` against ``reference`` (the order of ``rouge-score``'s
+    ``score(target, prediction)``)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     ref, pred = _ngrams(rouge_tokenize(reference), n), _ngrams(rouge_tokenize(prediction), n)

@@ -80,7 +80,8 @@ def grpo_loss(logp_new: Any, logp_old: Any, logp_ref: Any, advantages: Any, mask
         clip: :math:`\\varepsilon`; kl_beta: :math:`\\beta`.
         average: ``"token"``: :math:`-\\sum_{b,t} m o / \\sum_{b,t} m` (every reply token weighs the same);
             ``"sequence"``: :math:`-\\frac{1}{B}\\sum_b \\frac{\\sum_t m o}{\\sum_t m}` (Shao et al.'s
-            :math:`\\frac{1}{G}\\sum_i \\frac{1}{|o_i|}\\sum_t`; every reply weighs the same).
+            :math:`\\frac{1}{G}\\sum_i \\frac{1}{|o_i|}\\sum_t`; every reply weighs the same; :math:`B`
+            counts the rows with at least one reply token).
 
     Returns ``(loss, metrics)`` with ``kl`` (mean k3 per reply token), ``clip_fraction`` (share of reply
     tokens whose ratio is outside :math:`[1-\\varepsilon, 1+\\varepsilon]`) and ``ratio`` (mean ratio). Masked

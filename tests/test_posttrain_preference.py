@@ -124,7 +124,8 @@ def test_reward_model_and_dpo_train_through_the_trainer():
     pairs = preference_batch(tok, chosen, rejected, 10)
     assert tok.vocab_size <= CFG.vocab_size
     cfg = CFG
-    run = TrainConfig(steps=3, learning_rate=1e-2, progress=False, data_parallel=False)
+    # float32 compute on every device (the reference log-probs are float32; bfloat16 would move step 0 off ln 2)
+    run = TrainConfig(steps=3, learning_rate=1e-2, progress=False, data_parallel=False, precision="float32")
 
     rm = RewardModel(build(GPT, cfg, seed=0), rngs=nnx.Rngs(1))
     history = Trainer(rm, reward_model_loss, run).fit([pairs])

@@ -111,6 +111,8 @@ def test_grpo_loop_updates_without_recompiling():
                      learning_rate=1e-2, kl_beta=0.0, seed=0)
     before = jax.tree.map(np.asarray, nnx.state(policy, nnx.Param))
 
+    with pytest.raises(ValueError, match="separate"):
+        GRPO(policy, policy, tok, prompts, lambda i, text: 0.0, run)
     reward = {"fn": lambda i, text: 1.0}
     loop = GRPO(policy, reference, tok, prompts, lambda i, text: reward["fn"](i, text), run)
     # a constant reward: zero advantages, an exactly zero gradient (no KL term here: the policy's and the

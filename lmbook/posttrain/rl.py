@@ -178,6 +178,9 @@ class GRPO:
     def __init__(self, policy: nnx.Module, reference: nnx.Module, tokenizer: Tokenizer,
                  prompts: Sequence[Sequence[Message]], reward_fn: RewardFn, config: GRPOConfig | None = None, *,
                  trainable: Any = None) -> None:
+        if reference is policy:
+            raise ValueError("the reference must be a separate, frozen copy of the policy (e.g. nnx.clone(policy)); "
+                             "the same object would move with it and its KL would stay 0")
         self.config = cfg = config or GRPOConfig()
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
         self.end = _chat_ids(tokenizer)[END]

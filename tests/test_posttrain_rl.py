@@ -113,8 +113,7 @@ def test_grpo_loop_updates_without_recompiling():
 
     with pytest.raises(ValueError, match="separate"):
         GRPO(policy, policy, tok, prompts, lambda i, text: 0.0, run)
-    reward = {"fn": lambda i, text: 1.0}
-    loop = GRPO(policy, reference, tok, prompts, lambda i, text: reward["fn"](i, text), run)
+    loop = GRPO(policy, reference, tok, prompts, lambda idx, texts: np.ones(len(texts)), run, batched_reward=True)
     # a constant reward: zero advantages, an exactly zero gradient (no KL term here: the policy's and the
     # reference's log-probs, from two compiled programs, may differ in the last bit, and Adam would scale
     # that up to a step): the parameters stay as they are
@@ -123,7 +122,7 @@ def test_grpo_loop_updates_without_recompiling():
     assert metrics["loss"] == 0.0 and metrics["kl"] < 1e-6 and 1 <= metrics["length"] <= 6
 
     # reward replies with many "b"s: the parameters move; the later steps compile nothing new
-    reward["fn"] = lambda i, text: text.count("b") / 6
+    loop.reward_fn, loop.batched_reward = (lambda i, text: text.count("b") / 6), False  # one reply per call
     history = loop.fit(2)
     assert loop._update._cache_size() == 1
     assert set(history) >= {"reward", "kl", "length", "loss", "clip_fraction"} and len(history["reward"]) == 3

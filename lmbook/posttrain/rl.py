@@ -44,7 +44,7 @@ from lmbook.train import TrainConfig, make_optimizer
 
 __all__ = ["GRPO", "GRPOConfig", "group_advantages", "grpo_loss", "k3_kl", "rl_train"]
 
-RewardFn = Callable[[int, str], float]
+RewardFn = Callable[..., Any]
 
 
 def group_advantages(rewards: Any, *, normalise: bool = True, eps: float = 1e-6) -> jax.Array:
@@ -167,7 +167,9 @@ class GRPO:
         reference: the frozen model of the KL penalty (e.g. a copy of the SFT model).
         tokenizer: a tokenizer with the chat tokens (:func:`~lmbook.posttrain.chat.with_chat_tokens`).
         prompts: conversations ending where the assistant should answer.
-        reward_fn: ``reward_fn(i, reply) -> float`` for ``prompts[i]`` and a reply's text.
+        reward_fn: ``reward_fn(i, reply) -> float`` for ``prompts[i]`` and a reply's text; with
+            ``batched_reward=True`` one call per step, ``reward_fn(indices, replies) -> (B,)`` rewards
+            (e.g. a reward model scoring all replies in one forward pass).
         config: a :class:`GRPOConfig`.
         trainable: an NNX filter of the parameters to train (e.g. ``nnx.LoRAParam``); default all.
 
@@ -177,12 +179,13 @@ class GRPO:
 
     def __init__(self, policy: nnx.Module, reference: nnx.Module, tokenizer: Tokenizer,
                  prompts: Sequence[Sequence[Message]], reward_fn: RewardFn, config: GRPOConfig | None = None, *,
-                 trainable: Any = None) -> None:
+                 trainable: Any = None, batched_reward: bool = False) -> None:
         if reference is policy:
             raise ValueError("the reference must be a separate, frozen copy of the policy (e.g. nnx.clone(policy)); "
                              "the same object would move with it and its KL would stay 0")
         self.config = cfg = config or GRPOConfig()
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
+        self.batched_reward = batched_reward
         self.end = _chat_ids(tokenizer)[END]
         self.prompts = [encode_chat(tokenizer, p, add_generation_prompt=True).tokens for p in prompts]
         if not self.prompts:
@@ -229,7 +232,12 @@ class GRPO:
         indices = self.rng.choice(n, cfg.prompts_per_step, replace=cfg.prompts_per_step > n)
         tokens, mask, texts = self.sample(indices)
         owners = np.repeat(indices, cfg.group_size)
-        rewards = np.array([self.reward_fn(int(i), text) for i, text in zip(owners, texts)], np.float32)
+        if self.batched_reward:
+            rewards = np.asarray(self.reward_fn(owners, texts), np.float32).reshape(-1)
+            if rewards.shape != (len(texts),):
+                raise ValueError(f"a batched reward_fn must return {len(texts)} rewards, got shape {rewards.shape}")
+        else:
+            rewards = np.array([self.reward_fn(int(i), text) for i, text in zip(owners, texts)], np.float32)
         adv = group_advantages(rewards.reshape(cfg.prompts_per_step, cfg.group_size), normalise=cfg.normalise)
         inputs, targets = jnp.asarray(tokens[:, :-1]), jnp.asarray(tokens[:, 1:])
         ref_graphdef, ref_state = nnx.split(self.reference)
@@ -274,7 +282,8 @@ def _update(graphdef: Any, tx: optax.GradientTransformation, cfg: GRPOConfig, pa
 
 
 def rl_train(policy: nnx.Module, reference: nnx.Module, tokenizer: Tokenizer, prompts: Sequence[Sequence[Message]],
-             reward_fn: RewardFn, config: GRPOConfig | None = None, *, trainable: Any = None
-             ) -> dict[str, list[float]]:
+             reward_fn: RewardFn, config: GRPOConfig | None = None, *, trainable: Any = None,
+             batched_reward: bool = False) -> dict[str, list[float]]:
     """Train ``policy`` with GRPO for ``config.steps`` steps (see :class:`GRPO`); returns the history."""
-    return GRPO(policy, reference, tokenizer, prompts, reward_fn, config, trainable=trainable).fit()
+    return GRPO(policy, reference, tokenizer, prompts, reward_fn, config, trainable=trainable,
+                batched_reward=batched_reward).fit()

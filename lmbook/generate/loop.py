@@ -284,6 +284,8 @@ def _decode(
             window = jax.lax.dynamic_slice_in_dim(b, t + 1 - keep, keep, axis=1)
             return fresh_prefill(window)
 
+        if size <= context:  # the buffer never holds more than the context: no rebuild to compile
+            return step(cache)
         full = _cache_index(cache) - prefix_length >= context
         return jax.lax.cond(full, rebuild, step, cache)
 

@@ -20,8 +20,10 @@ import pytest
 
 PRELUDE = textwrap.dedent(
     """
+    import lmbook
+    lmbook.runtime.setup(seed=0, cpu_devices=8, verbose=False)  # what a chapter's setup cell does
     import lmbook.runtime as rt
-    rt.simulate_cpu_devices(8)
+    print("SETUP", rt.device_report().device_count, dict(rt.make_mesh().shape))
     import sys, tempfile
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
@@ -150,7 +152,7 @@ LAYOUTS = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def eight_devices():
-    """Both scripts in one fresh process with 8 simulated CPU devices (a process start costs seconds)."""
+    """The scripts in one fresh process with 8 simulated CPU devices (a process start costs seconds)."""
     here = Path(__file__).parent
     path = [str(here), str(here.parent), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
@@ -158,6 +160,11 @@ def eight_devices():
     proc = subprocess.run([sys.executable, "-c", PRELUDE + DATA_PARALLEL + LAYOUTS], env=env, capture_output=True,
                           text=True, timeout=600)
     return proc, proc.stdout + proc.stderr[-3000:]
+
+
+def test_setup_simulates_devices_when_called_first(eight_devices):
+    proc, log = eight_devices
+    assert "SETUP 8 {'data': 8}" in proc.stdout, log  # lmbook.runtime (tests/test_runtime.py)
 
 
 def test_eight_simulated_devices_match_one_device(eight_devices):

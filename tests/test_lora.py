@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.nn.build import build
 from lmbook.nn.gpt import GPT, GPTConfig
 from lmbook.nn.layers import Dense
 from lmbook.nn.lora import (LoRADense, apply_lora, load_adapter, lora_disabled, lora_layers, lora_param_count,
@@ -59,7 +60,7 @@ def test_wrapping_an_existing_dense_equals_flax_lora_around_a_linear():
 
 
 def test_adapted_model_equals_the_base_model_at_initialisation_and_counts_parameters():
-    model = GPT(CFG, rngs=nnx.Rngs(0))
+    model = build(GPT, CFG, seed=0)
     x = _tokens()
     before = model(x)
     paths = apply_lora(model, 4, rngs=nnx.Rngs(1))
@@ -71,7 +72,7 @@ def test_adapted_model_equals_the_base_model_at_initialisation_and_counts_parame
 
 
 def test_targets_select_layers_and_a_typo_raises():
-    model = GPT(CFG, rngs=nnx.Rngs(0))
+    model = build(GPT, CFG, seed=0)
     assert apply_lora(model, 2, targets=("*.qkv",), rngs=nnx.Rngs(1)) == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"]
     with pytest.raises(ValueError, match="no Dense layer matches"):
         apply_lora(model, 2, targets=("*.query",), rngs=nnx.Rngs(1))
@@ -80,7 +81,7 @@ def test_targets_select_layers_and_a_typo_raises():
 
 
 def test_merge_unmerge_and_disable():
-    model = GPT(CFG, rngs=nnx.Rngs(0))
+    model = build(GPT, CFG, seed=0)
     x = _tokens(1)
     base = model(x)
     apply_lora(model, 4, alpha=8.0, rngs=nnx.Rngs(1))
@@ -98,11 +99,11 @@ def test_merge_unmerge_and_disable():
         np.testing.assert_allclose(model(x), base, atol=1e-5)
     np.testing.assert_allclose(model(x), adapted, atol=1e-5)  # switched back on
     with pytest.raises(ValueError, match="apply_lora"):
-        merge_lora(GPT(CFG, rngs=nnx.Rngs(0)))
+        merge_lora(build(GPT, CFG, seed=0))
 
 
 def test_training_adapters_through_the_trainer_changes_only_adapter_parameters():
-    model = GPT(CFG, rngs=nnx.Rngs(0))
+    model = build(GPT, CFG, seed=0)
     apply_lora(model, 2, rngs=nnx.Rngs(1))
     frozen_before = jax.tree.map(np.asarray, nnx.state(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))))
     lora_before = jax.tree.map(np.asarray, nnx.state(model, nnx.LoRAParam))
@@ -126,7 +127,7 @@ def test_training_adapters_through_the_trainer_changes_only_adapter_parameters()
 
 
 def test_adapter_save_and_load_round_trip(tmp_path):
-    model = GPT(CFG, rngs=nnx.Rngs(0))
+    model = build(GPT, CFG, seed=0)
     apply_lora(model, 2, alpha=4.0, rngs=nnx.Rngs(1))
     _randomise_b(model)
     x = _tokens(3)
@@ -135,12 +136,12 @@ def test_adapter_save_and_load_round_trip(tmp_path):
     size = sum(f.stat().st_size for f in where.rglob("*") if f.is_file())
     assert size < 64_000  # a few kB of adapters and metadata, not the model
 
-    fresh = GPT(CFG, rngs=nnx.Rngs(0))
+    fresh = build(GPT, CFG, seed=0)
     apply_lora(fresh, 2, alpha=4.0, rngs=nnx.Rngs(9))
     assert load_adapter(fresh, where)["user"] == {"task": "test"}
     np.testing.assert_array_equal(fresh(x), expected)
 
-    other = GPT(CFG, rngs=nnx.Rngs(0))
+    other = build(GPT, CFG, seed=0)
     apply_lora(other, 3, alpha=4.0, rngs=nnx.Rngs(9))
     with pytest.raises(ValueError, match="does not fit|other ranks"):
         load_adapter(other, where)

@@ -16,6 +16,7 @@ from lmbook.challenges.quantize import (
     state_bytes,
     unpack_int4,
 )
+from lmbook.nn.build import build
 from lmbook.nn.gpt import GPT, GPTConfig
 from lmbook.nn.layers import Dense
 
@@ -48,9 +49,8 @@ def weight():
     return w
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("group_size", [None, 16, 32])
-def test_quantize_matches_float64_reference(weight, bits, group_size):
+@pytest.mark.parametrize("bits,group_size", [(8, None), (8, 16), (4, None), (4, 32)])  # each scale kind at 8 and 4 bits
+def test_quantize_and_qmatmul_match_float64_reference(weight, bits, group_size):
     qt = quantize(jnp.asarray(weight), bits, group_size)
     q_ref, s_ref = reference_quantize(weight, bits, group_size)
     np.testing.assert_allclose(np.asarray(qt.scale), s_ref, rtol=1e-6)
@@ -65,13 +65,9 @@ def test_quantize_matches_float64_reference(weight, bits, group_size):
     g = weight.shape[0] if group_size is None else group_size
     step = np.repeat(s_ref, g, axis=0)
     assert np.all(np.abs(deq - weight) <= step / 2 * (1 + 1e-5))
-
-
-@pytest.mark.parametrize("bits,group_size", [(8, None), (8, 16), (4, None), (4, 32)])
-def test_qmatmul_equals_dequantised_matmul(weight, bits, group_size):
+    # the integer matmul rescaled per group equals the matmul with the dequantised kernel
     x = np.random.default_rng(1).normal(size=(3, 5, 64)).astype(np.float32)
-    qt = quantize(jnp.asarray(weight), bits, group_size)
-    expected = x.astype(np.float64) @ reference_dequantize(np.asarray(qt.q, np.float64), np.asarray(qt.scale, np.float64))
+    expected = x.astype(np.float64) @ reference_dequantize(q.astype(np.float64), np.asarray(qt.scale, np.float64))
     np.testing.assert_allclose(np.asarray(qmatmul(jnp.asarray(x), qt)), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -112,19 +108,21 @@ def test_quantized_dense_matches_dense_with_dequantised_kernel():
 
 
 def test_quantize_model_gpt_memory_and_outputs():
-    model = GPT(GPTConfig(vocab_size=20, context=16, n_layers=2, n_heads=2, d_model=32), rngs=nnx.Rngs(0))
+    # built and run as compiled programs (op by op, each operation of a new model compiles on its own)
+    model = build(GPT, GPTConfig(vocab_size=20, context=16, n_layers=2, n_heads=2, d_model=32), seed=0)
     tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, 20)
-    logits = np.asarray(model(tokens))
+    forward = nnx.jit(lambda m, t: m(t))
+    logits = np.asarray(forward(model, tokens))
     dense_bytes = 2 * 4 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32)  # float32 kernels of the 2 blocks
     kernels = 2 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32)
     q8 = quantize_model(model, 8)
     q4 = quantize_model(model, 4, 16)
     # the original model is untouched
-    np.testing.assert_array_equal(np.asarray(model(tokens)), logits)
+    np.testing.assert_array_equal(np.asarray(forward(model, tokens)), logits)
     assert state_bytes(model) - state_bytes(q8) == dense_bytes - kernels - 4 * 2 * (96 + 32 + 128 + 32)
     assert state_bytes(q4) < state_bytes(q8) < state_bytes(model)
     for qm, tol in [(q8, 0.02), (q4, 0.3)]:
-        out = np.asarray(qm(tokens))
+        out = np.asarray(forward(qm, tokens))
         assert np.abs(out - logits).max() < tol
         assert isinstance(qm.blocks[0].mlp_in, QuantizedDense)
 

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from lmbook.checks.scale import check_param_count
+from lmbook.nn.build import build
 from lmbook.nn.gpt import GPT, GPTConfig, flops_per_token, gpt_loss, param_count
 from lmbook.scale import (activation_bytes, fit_power_law, isoflop_minimum, kv_cache_bytes, matmul_peak,
                           memory_breakdown, param_count_formula, utilisation, xla_costs)
@@ -39,7 +40,7 @@ def test_gpt2_small_has_124m_parameters():
 
 def test_kv_cache_bytes_match_the_cache():
     cfg = GPTConfig(vocab_size=20, context=32, n_layers=3, n_heads=2, d_model=16)
-    cache = GPT(cfg, rngs=nnx.Rngs(0)).init_cache(5, 24)
+    cache = build(GPT, cfg, seed=0).init_cache(5, 24)
     held = sum(c.k.nbytes + c.v.nbytes for c in cache)
     assert kv_cache_bytes(cfg, 5, 24) == held
 
@@ -81,7 +82,7 @@ def test_formulas_agree_with_xla_and_remat_recomputes():
     costs = {}
     for remat in (False, True):
         c = dataclasses.replace(cfg, remat=remat)
-        trainer = Trainer(GPT(c, rngs=nnx.Rngs(0)), gpt_loss, TrainConfig(steps=2, progress=False, precision="float32"))
+        trainer = Trainer(build(GPT, c, seed=0), gpt_loss, TrainConfig(steps=2, progress=False, precision="float32"))
         costs[remat] = xla_costs(trainer.compiled_step(_sample_for(cfg, batch)))
     n = param_count_formula(cfg)
     x = costs[False]

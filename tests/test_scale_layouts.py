@@ -29,5 +29,6 @@ def test_compare_layouts_on_two_devices():
 
 
 def test_run_with_devices_reports_child_errors():
-    with pytest.raises(RuntimeError, match="failed with 2 devices"):
-        run_with_devices(2, "lmbook.scale.layouts:compare_layouts", no_such_argument=1)
+    # a child that fails early (a mesh of 3 devices when it sees 2): its own message comes back
+    with pytest.raises(RuntimeError, match=r"(?s)failed with 2 devices.*needs 3 devices, but JAX sees 2"):
+        run_with_devices(2, "lmbook.runtime:make_mesh", axis_shapes=[3])

@@ -1,4 +1,9 @@
-"""lmbook.train: Orbax checkpoints, exact resume and the NaN guard (Chapter 4)."""
+"""lmbook.train: Orbax checkpoints, exact resume and the NaN guard (Chapter 4).
+
+Compiling a trainer's step costs far more than running these tiny models, so the tests share two
+runs (a module fixture) and read checkpoints back without training wherever that checks the same
+thing: only the resume tests train a fresh trainer.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import optax
 import pytest
 from flax import nnx
 
-from lmbook.train import TrainConfig, Trainer, TrainingDiverged
+from lmbook.train import DamagedCheckpointError, TrainConfig, Trainer, TrainingDiverged
 
 from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
 
@@ -22,6 +27,7 @@ N = 6
 
 
 def config(tmp_path, **kw) -> TrainConfig:
+    # steps_per_call=4 with checkpoints every 6 steps: calls of 4 and 2 steps, cut at each checkpoint
     base = dict(steps=2 * N, learning_rate=1e-2, warmup_steps=2, steps_per_call=4, progress=False,
                 checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=N, weight_decay=0.1, grad_clip=1.0)
     base.update(kw)
@@ -33,47 +39,71 @@ def assert_same_params(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("data", ["sampler", "batches"])
-def test_resume_continues_exactly(tmp_path, data):
-    train = sample if data == "sampler" else fixed_batches(5)  # a list is cycled: 12 steps > 5 batches
-    straight = TinyLM(dropout=0.3, rngs=nnx.Rngs(0))
-    h_straight = Trainer(straight, loss_fn, config(tmp_path / "a")).fit(train)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A run straight to 3N steps (the trainer; its folder keeps checkpoints 2N and 3N), and the folder of
+    the same run stopped with ``until`` after 2N steps (checkpoints N and 2N). The model has dropout, so
+    an exact resume also needs its RNG state back."""
+    root = tmp_path_factory.mktemp("runs")
+    straight = Trainer(TinyLM(dropout=0.3, rngs=nnx.Rngs(0)), loss_fn, config(root / "a", steps=3 * N))
+    straight.fit(sample)
+    stopped = Trainer(TinyLM(dropout=0.3, rngs=nnx.Rngs(0)), loss_fn, config(root / "b", steps=3 * N))
+    stopped.fit(sample, until=2 * N)  # "interrupted" after 2N steps
+    assert stopped.step == 2 * N and stopped.checkpoints() == [N, 2 * N]
+    return straight, root / "b"
 
-    first = Trainer(TinyLM(dropout=0.3, rngs=nnx.Rngs(0)), loss_fn, config(tmp_path / "b"))
-    first.fit(train, until=N)  # "interrupted" after N steps
-    assert first.step == N
-    # a fresh process would build a fresh model (here with a different init) and resume
-    resumed_model = TinyLM(dropout=0.3, rngs=nnx.Rngs(42))
-    resumed = Trainer(resumed_model, loss_fn, config(tmp_path / "b", resume=True))
+
+def _resume(folder, **kw) -> tuple[Trainer, nnx.Module]:
+    # a fresh process builds a fresh model (here with a different initialisation) and resumes
+    model = TinyLM(dropout=0.3, rngs=nnx.Rngs(42))
+    return Trainer(model, loss_fn, config(folder, steps=3 * N, resume=True, **kw)), model
+
+
+def test_resume_continues_exactly(tmp_path, runs):
+    straight, stopped = runs
+    shutil.copytree(stopped, tmp_path / "b")
+    resumed, model = _resume(tmp_path / "b")
+    h = resumed.fit(sample)
+    assert resumed.step == 3 * N
+    assert_same_params(params_of(straight.model), params_of(model))
+    assert h.loss == straight.history.loss and h.step == list(range(3 * N))
+
+
+def test_resume_from_a_list_of_batches_skips_the_batches_already_used(tmp_path):
+    train = fixed_batches(5)  # a list is cycled: 2N = 12 steps > 5 batches
+    straight = Trainer(TinyLM(dropout=0.3, rngs=nnx.Rngs(0)), loss_fn, config(tmp_path / "a", steps_per_call=3))
+    h_straight = straight.fit(train)
+    # a run that died after writing checkpoint N: the same folder without checkpoint 2N
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "ckpt" / str(2 * N))
+    model = TinyLM(dropout=0.3, rngs=nnx.Rngs(42))
+    resumed = Trainer(model, loss_fn, config(tmp_path / "b", steps_per_call=3, resume=True))
     h_resumed = resumed.fit(train)
     assert resumed.step == 2 * N
-    assert_same_params(params_of(straight), params_of(resumed_model))
+    assert_same_params(params_of(straight.model), params_of(model))
     assert h_resumed.loss == h_straight.loss and h_resumed.step == list(range(2 * N))
 
 
-def test_checkpoints_on_disk_and_restore(tmp_path):
-    cfg = config(tmp_path, steps=3 * N)
-    trainer = Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg)
-    trainer.fit(sample)
-    assert trainer.checkpoints() == [2 * N, 3 * N]  # keep_checkpoints=2
+def test_checkpoints_on_disk_and_restore(runs):
+    straight, _ = runs
+    cfg = straight.config
+    assert straight.checkpoints() == [2 * N, 3 * N]  # keep_checkpoints=2
     assert not [p for p in os.listdir(cfg.checkpoint_dir) if "tmp" in p]  # no half-written leftovers
     other = Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg)
     assert other.restore() == 3 * N
-    assert_same_params(params_of(trainer.model), params_of(other.model))
+    assert_same_params(params_of(straight.model), params_of(other.model))
     assert other.restore(step=2 * N) == 2 * N
     assert other.history.step == list(range(2 * N))
 
 
-def test_restore_rejects_a_different_model(tmp_path):
+def test_restore_rejects_a_different_model(runs):
     class Wider(TinyLM):
         def __init__(self, rngs):
             super().__init__(rngs=rngs)
             self.extra = nnx.Linear(2, 2, rngs=rngs)
 
-    cfg = config(tmp_path, steps=N)
-    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg).fit(sample)
     with pytest.raises(ValueError, match="different model"):
-        Trainer(Wider(nnx.Rngs(0)), loss_fn, cfg).restore()
+        Trainer(Wider(nnx.Rngs(0)), loss_fn, runs[0].config).restore()
 
 
 def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -141,38 +171,38 @@ DAMAGE = {
 }
 
 
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
-    """A run straight to 3N steps (its parameters), and a run stopped after checkpoints N and 2N (its folder)."""
-    root = tmp_path_factory.mktemp("interrupted")
-    straight = TinyLM(rngs=nnx.Rngs(0))
-    Trainer(straight, loss_fn, config(root / "a", steps=3 * N)).fit(sample)
-    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, config(root / "b", steps=3 * N)).fit(sample, until=2 * N)
-    return params_of(straight), root / "b"
-
-
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, damage, interrupted):
-    straight_params, stopped = interrupted
+def test_restore_skips_a_damaged_newest_checkpoint(tmp_path, damage, runs):
+    _, stopped = runs
     shutil.copytree(stopped, tmp_path / "b")  # each damage on its own copy of the stopped run
     cfg = config(tmp_path / "b", steps=3 * N)
     DAMAGE[damage](os.path.join(cfg.checkpoint_dir, str(2 * N)))  # e.g. a crash or a full disk later
-
-    resumed_model = TinyLM(rngs=nnx.Rngs(42))
-    resumed = Trainer(resumed_model, loss_fn, config(tmp_path / "b", steps=3 * N, resume=True))
+    other = Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg)
     with pytest.warns(UserWarning, match=rf"checkpoint {2 * N} at .*{2 * N} is damaged.*falling back to checkpoint {N}"):
+        assert other.restore() == N
+    intact = Trainer(TinyLM(rngs=nnx.Rngs(2)), loss_fn, config(stopped, steps=3 * N))
+    assert intact.restore(step=N) == N
+    assert_same_params(params_of(intact.model), params_of(other.model))
+
+
+def test_resume_after_a_damaged_checkpoint_recomputes_the_lost_steps(tmp_path, runs):
+    straight, stopped = runs
+    shutil.copytree(stopped, tmp_path / "b")
+    DAMAGE["array data overwritten"](os.path.join(tmp_path / "b" / "ckpt", str(2 * N)))
+    resumed, model = _resume(tmp_path / "b")
+    with pytest.warns(UserWarning, match=rf"checkpoint {2 * N} .* is damaged.*falling back to checkpoint {N}"):
         resumed.fit(sample)
     # nothing lost but the damaged steps, which were recomputed: the run ends as if never interrupted
     assert resumed.step == 3 * N and resumed.checkpoints() == [2 * N, 3 * N]
-    assert_same_params(straight_params, params_of(resumed_model))
-    assert Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg).restore() == 3 * N  # the rewritten one is intact
+    assert_same_params(params_of(straight.model), params_of(model))
+    assert resumed.history.loss == straight.history.loss
+    check = Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, config(tmp_path / "b", steps=3 * N))
+    assert check.restore(step=2 * N) == 2 * N  # the rewritten one is intact
 
 
-def test_restore_fails_clearly_when_no_checkpoint_is_intact(tmp_path):
-    from lmbook.train import DamagedCheckpointError
-
-    cfg = config(tmp_path, steps=2 * N)
-    Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, cfg).fit(sample)
+def test_restore_fails_clearly_when_no_checkpoint_is_intact(tmp_path, runs):
+    shutil.copytree(runs[1], tmp_path / "b")
+    cfg = config(tmp_path / "b", steps=3 * N)
     DAMAGE["metadata truncated"](os.path.join(cfg.checkpoint_dir, str(2 * N)))
     DAMAGE["array data truncated"](os.path.join(cfg.checkpoint_dir, str(N)))
     other = Trainer(TinyLM(rngs=nnx.Rngs(1)), loss_fn, cfg)

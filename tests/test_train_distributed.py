@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from train_support import have_shakespeare
 
-from lmbook.train.distributed import global_batch, launch, local_batch, local_rows
+from lmbook.train.distributed import global_batch, launch, local_batch, local_rows, train_worker
 
 
 def test_local_rows_partition_the_global_batch():
@@ -53,9 +53,10 @@ def test_each_process_reads_only_its_rows():
 def test_two_processes_give_the_single_process_losses():
     # Same global batches, same initialisation: only the order of the gradient sum differs
     # (an all-reduce of two halves), so float32 losses agree to ~1e-7; we allow 1e-5.
-    args = ["--steps", "3", "--batch-size", "8", "--context", "32", "--n-layers", "2", "--d-model", "64"]
-    two = launch(2, args, timeout=900)
-    one = launch(1, args, timeout=900)
+    # The single-process reference runs the workers' function here, without starting a process.
+    sizes = dict(steps=3, batch_size=8, context=16, n_layers=1, d_model=32)
+    two = launch(2, [f"--{k.replace('_', '-')}={v}" for k, v in sizes.items()], timeout=900)
+    one = train_worker(**sizes)
     assert len(two) == len(one) == 3
     np.testing.assert_allclose(two, one, rtol=1e-5)
     assert two[-1] < two[0]  # it trains

@@ -34,7 +34,11 @@ by tokens rather than slots and pools the layers before the product: for one
 layer its value is ``top_k`` times this one.) Each call records ``f`` (``layer.load``) and the
 loss (``layer.balance``) in :class:`RouterStats` variables of fixed shape, which a
 loss function reads after the forward pass (:func:`router_stats`), also inside
-``jit`` and ``grad``.
+``jit`` and ``grad``. Like any NNX state a model updates, they must belong to the
+trace that runs the model: ``nnx.jit``/``nnx.grad`` and :class:`lmbook.train.Trainer`
+see to it; a hand-written ``jax.grad`` over ``nnx.merge(graphdef, params, rest)``
+needs fresh copies, ``rest = jax.tree.map(lambda v: v, rest)``, inside the
+differentiated function (else NNX raises ``TraceContextError``).
 """
 
 from __future__ import annotations

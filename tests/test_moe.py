@@ -202,6 +202,17 @@ def test_stats_leave_jit_and_a_model_copy():
     np.testing.assert_array_equal(np.asarray(model.a.load[...]), 0.0)  # expert_load ran a copy
 
 
+def test_loops_over_an_outer_model_leave_the_stats_alone_and_reading_them_there_is_an_error():
+    m = _layer()
+    x = jax.random.normal(jax.random.key(9), (4, 16, D))
+    _call(m, x)
+    before = np.asarray(m.load[...])
+    nnx.jit(lambda m, x: jax.lax.fori_loop(0, 2, lambda i, h: m(h), x))(m, x * 3)  # as beam search decodes
+    np.testing.assert_array_equal(np.asarray(m.load[...]), before)
+    with pytest.raises(ValueError, match="outer trace"):
+        nnx.jit(lambda m: jax.lax.fori_loop(0, 1, lambda i, b: b + router_stats(m)[0], 0.0))(m)
+
+
 def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="top_k=5 exceeds n_experts=4"):
         MoEMLP(D, F, 4, 5, rngs=nnx.Rngs(0))

@@ -101,7 +101,7 @@ def pair():
     layer, the latter perturbed (so that the two often agree, but not always)."""
     target = _peaked_gpt(2, 0)
     draft = _peaked_gpt(1, 1)
-    state = nnx.state(target).to_pure_dict()
+    state = nnx.to_pure_dict(nnx.state(target))
     state["blocks"] = {0: state["blocks"][0]}
     nnx.update(draft, state)
     draft.head.kernel[...] += 0.25 * jax.random.normal(jax.random.key(7), draft.head.kernel.shape)

@@ -303,10 +303,9 @@ def _speculate(t_graph, t_state, d_graph, d_state, buf, n0, stop, key, temperatu
         b = jax.lax.dynamic_update_slice_in_dim(b, nxt[None], n, axis=0)
         return n + 1, b, t_cache, d_cache, rng, counts + jnp.array([0, 0, 1], jnp.int32)
 
-    def body(carry):
-        return jax.lax.cond(carry[0] + k <= limit, speculate, single, carry)
-
     rng0 = jax.random.bits(key, (4,), jnp.uint32)
     carry = (n0, buf, t_cache0, d_cache0, rng0, jnp.zeros((3,), jnp.int32))
-    n, b, _, _, _, counts = jax.lax.while_loop(lambda c: c[0] < stop, body, carry)
+    # two loops rather than a branch per iteration (a branch can copy the caches on XLA:CPU)
+    carry = jax.lax.while_loop(lambda c: (c[0] < stop) & (c[0] + k <= limit), speculate, carry)
+    n, b, _, _, _, counts = jax.lax.while_loop(lambda c: c[0] < stop, single, carry)
     return b, jnp.minimum(n, stop), counts

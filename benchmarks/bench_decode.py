@@ -10,8 +10,9 @@
 (b) ``gqa_cache_ratio``: KV-cache bytes of a grouped-query model over the same model with multi-head
     attention; ``gqa_decode_speedup``: its cached greedy decoding tokens/s over the multi-head model's
     (random weights: speed does not depend on them). Needs ``GPTConfig.n_kv_heads`` (Chapter 14).
-(c) ``moe_tokens_per_s_vs_dense``: cached greedy decoding tokens/s of a mixture-of-experts GPT over a dense
-    GPT with the same active parameters per token. Needs ``GPTConfig.n_experts`` wired into ``GPT``.
+(c) ``moe_tokens_per_s_vs_dense``: cached greedy decoding tokens/s (batch 1) of a mixture-of-experts GPT
+    (2 of 8 SwiGLU experts per token) over a dense SwiGLU GPT with the same active parameters per token
+    (random weights). Needs ``GPTConfig.n_experts`` wired into ``GPT``.
 
 A key whose model is not available in this checkout is printed as ``n/a (not available)``.
 Run: ``LMBOOK_DATA_DIR=../shared/data python benchmarks/bench_decode.py [--quick]``.
@@ -171,7 +172,19 @@ def main() -> None:
         summary["gqa_cache_ratio"] = summary["gqa_decode_speedup"] = NA
 
     # (c) mixture of experts
-    summary["moe_tokens_per_s_vs_dense"] = NA
+    n_moe = 256
+    if "n_experts" in fields:
+        base = dict(vocab_size=65, context=n_moe, n_layers=4, n_heads=4, d_model=256, mlp="swiglu")
+        # each token runs 2 of 8 SwiGLU experts of width 256: the active MLP weights of one 512-wide SwiGLU MLP
+        models = {"moe": GPT(GPTConfig(n_experts=8, experts_per_token=2, d_ff=256, **base), rngs=nnx.Rngs(0)),
+                  "dense": GPT(GPTConfig(d_ff=512, **base), rngs=nnx.Rngs(0))}
+        rates = decode_tok_s(models, [1, 2, 3, 4], n_moe - 4, repeats)
+        print(f"mixture of experts (2 of 8 experts of width 256) vs dense (width 512), 4x256, {n_moe - 4} greedy "
+              f"tokens: {param_count(models['moe']):,} vs {param_count(models['dense']):,} parameters, "
+              f"{rates['moe']:.0f} vs {rates['dense']:.0f} tok/s", flush=True)
+        summary["moe_tokens_per_s_vs_dense"] = rates["moe"] / rates["dense"]
+    else:
+        summary["moe_tokens_per_s_vs_dense"] = NA
 
     print("SUMMARY " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
 

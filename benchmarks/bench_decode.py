@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     target_steps = args.target_steps or (100 if args.quick else 200)
     draft_steps = args.draft_steps or (200 if args.quick else 400)
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (5 if args.quick else 11)
     print(lmbook.runtime.device_report())
     summary: dict[str, Any] = {}
 

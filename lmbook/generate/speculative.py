@@ -157,7 +157,7 @@ def speculative_generate(
             recycled as in ``generate``'s window shift.
         k: draft tokens proposed per target call (``k >= 1``).
         temperature: ``0`` is greedy; both models' logits are divided by it.
-        top_k: keep the ``k`` most likely tokens of both models before sampling;
+        top_k: keep the ``top_k`` most likely tokens of both models before sampling;
             the guarantee is then for the target's filtered distribution.
         seed: seeds the random draws (proposals, acceptance tests, corrections).
     """
@@ -175,12 +175,6 @@ def speculative_generate(
     if getattr(target, "prefix_length", 0) or getattr(draft, "prefix_length", 0):
         raise TypeError("speculative_generate does not support decoders with a prefix (prefix_length > 0)")
     limit = min(_context(target), _context(draft))
-    rows = np.asarray(prompt)
-    if rows.ndim == 2 and rows.shape[0] != 1:
-        raise ValueError(
-            f"speculative_generate decodes one sequence at a time (batch size 1), got a batch of {rows.shape[0]} "
-            "prompts; call it once per prompt"
-        )
     tokens, lengths = _prepare_prompts(prompt, limit)
     if tokens.shape[0] != 1:
         raise ValueError(

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
+
 from lmbook.checks.multimodal import reference_info_nce
 from lmbook.nn.contrastive import (ContrastiveModel, contrastive_loss, info_nce, multi_positive_info_nce,
                                    multi_positive_loss, normalize, same_rows, zero_shot_predict)
@@ -76,7 +78,7 @@ TEXT = GPTConfig(vocab_size=12, context=4, n_layers=1, n_heads=2, d_model=8)
 
 
 def test_multi_positive_loss_counts_duplicate_captions_as_right():
-    model = ContrastiveModel(VIT, TEXT, 8, rngs=nnx.Rngs(0))
+    model = build(ContrastiveModel, VIT, TEXT, 8, seed=0)
     images = jnp.zeros((4, 4, 4))  # identical images and captions: every text is as good as any other
     tokens = jnp.full((4, 3), 5)
     batch = (images, tokens, jnp.ones((4, 3), bool))
@@ -98,7 +100,7 @@ def test_zero_shot_prediction_on_a_hand_built_case():
 def test_gradient_steps_lower_a_tiny_clips_loss():
     # The mechanism: gradients of the symmetric InfoNCE reach both towers and a few steps on a fixed batch lower
     # the loss. Learning to match pairs (zero-shot accuracy) is Chapter 13's demonstration.
-    model = ContrastiveModel(VIT, TEXT, 8, rngs=nnx.Rngs(0))
+    model = build(ContrastiveModel, VIT, TEXT, 8, seed=0)
     images = jax.random.uniform(jax.random.key(0), (8, 4, 4))
     tokens = jnp.stack([jnp.arange(8) + 3, jnp.arange(8) % 3 + 3, jnp.full(8, 2)], axis=1)
     batch = (images, tokens, jnp.ones((8, 3), bool))

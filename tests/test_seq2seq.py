@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
+
 from lmbook.data.parallel import BOS, EOS, PAD, make_batch
 from lmbook.generate import beam_search, generate
 from lmbook.generate.seq2seq import max_target_length, translate
@@ -33,10 +35,9 @@ SMALL = dict(context=24, max_source_len=16)
 @pytest.fixture(scope="module")
 def models():
     ms = {
-        "gru+attention": RNNSeq2Seq(V_SRC, V_TGT, embed_dim=8, hidden=8, rngs=nnx.Rngs(0), **SMALL),
-        "lstm": RNNSeq2Seq(V_SRC, V_TGT, embed_dim=8, hidden=8, cell="lstm", attention=False, rngs=nnx.Rngs(1),
-                           **SMALL),
-        "transformer": TransformerSeq2Seq(V_SRC, V_TGT, d_model=8, n_heads=2, n_layers=1, rngs=nnx.Rngs(2), **SMALL),
+        "gru+attention": build(RNNSeq2Seq, V_SRC, V_TGT, embed_dim=8, hidden=8, seed=0, **SMALL),
+        "lstm": build(RNNSeq2Seq, V_SRC, V_TGT, embed_dim=8, hidden=8, cell="lstm", attention=False, seed=1, **SMALL),
+        "transformer": build(TransformerSeq2Seq, V_SRC, V_TGT, d_model=8, n_heads=2, n_layers=1, seed=2, **SMALL),
     }
     for m in ms.values():
         m.eval()
@@ -211,8 +212,8 @@ def test_gradient_steps_reduce_the_loss_through_the_encoder():
     # few gradient steps on a fixed batch lower the loss. Learning the task (exact reversals) is Chapter 8's.
     src, tgt = _pairs()
     batch = tuple(jnp.asarray(x) for x in make_batch(src, tgt))
-    model = RNNSeq2Seq(V_SRC, V_TGT, embed_dim=8, hidden=8, attention=False, bidirectional=False, rngs=nnx.Rngs(0),
-                       **SMALL)
+    model = build(RNNSeq2Seq, V_SRC, V_TGT, embed_dim=8, hidden=8, attention=False, bidirectional=False, seed=0,
+                  **SMALL)
 
     @nnx.jit
     def sgd_step(model, batch):

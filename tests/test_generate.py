@@ -232,9 +232,10 @@ def test_repeat_bans_match_a_python_reference():
 
     rng = np.random.default_rng(0)
     seqs = rng.integers(0, 3, size=(2, 3, 12)).astype(np.int32)
+    bans = jax.jit(repeat_bans, static_argnums=(2, 3))  # one compiled program per n; i is traced, as in the search
     for n in (2, 3, 4):
         for i in range(13):
-            got = np.asarray(repeat_bans(jnp.asarray(seqs), jnp.int32(i), n, 3))
+            got = np.asarray(bans(jnp.asarray(seqs), jnp.int32(i), n, 3))
             for b in range(2):
                 for k in range(3):
                     s = seqs[b, k, :i].tolist()
@@ -352,8 +353,8 @@ def test_generate_rejects_meaningless_sampling_settings(kw, match):
         generate(model, [0], 3, key=jax.random.key(0), **kw)
 
 
-def test_prompt_ids_outside_the_vocabulary_are_named():
-    model = build(GPT, GPTConfig(vocab_size=9, context=16, n_layers=1, n_heads=2, d_model=8), seed=0)
+def test_prompt_ids_outside_the_vocabulary_are_named(model):
+    assert model.wte[...].shape[0] == 9
     with pytest.raises(ValueError, match=r"prompt token id 70 .* vocabulary of 9"):
         generate(model, [1, 70, 80], 3, temperature=0.0)
     with pytest.raises(ValueError, match=r"token id -1 .* vocabulary of 9"):

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from lmbook.nn.attention import KVCache
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 from lmbook.nn.mlm import mlm_loss, mlm_mask
 from lmbook.nn.transformer import (
     MaskedLanguageModel,
@@ -142,7 +143,7 @@ def test_padding_tokens_do_not_change_real_positions():
 
 
 def test_masked_lm_shapes_tied_weights_and_attention_maps():
-    model = MaskedLanguageModel(SMALL, rngs=nnx.Rngs(0))
+    model = build(MaskedLanguageModel, SMALL, seed=0)
     tokens = jnp.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
     logits = model(tokens)
     assert logits.shape == (2, 5, 11)
@@ -159,7 +160,7 @@ def test_masked_lm_gradient_steps_lower_the_loss_on_a_fixed_batch():
     """The mechanism of MLM training: masking, the loss and a few optimiser steps on one fixed batch (tokens
     repeat with period 4, so a masked token is recoverable). Learning to a quality is Chapter 6's."""
     cfg = dataclasses.replace(SMALL, vocab_size=9, n_layers=1, max_len=16)
-    model = MaskedLanguageModel(cfg, rngs=nnx.Rngs(0))
+    model = build(MaskedLanguageModel, cfg, seed=0)
     opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
     @nnx.jit

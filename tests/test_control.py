@@ -8,6 +8,7 @@ from flax import nnx
 
 from lmbook.challenges.control import FiniteStateMask, ForbidTokens, speaker_format, steer
 from lmbook.generate import generate
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 from lmbook.nn.gpt import GPT, GPTConfig
 
 VOCAB = ["\n", " ", ":", "'", "A", "B", "C", "a", "b", "c", "."]
@@ -15,7 +16,10 @@ VOCAB = ["\n", " ", ":", "'", "A", "B", "C", "a", "b", "c", "."]
 
 @pytest.fixture(scope="module")
 def tiny():
-    return GPT(GPTConfig(vocab_size=len(VOCAB), context=16, n_layers=1, n_heads=2, d_model=16), rngs=nnx.Rngs(3))
+    return build(GPT, GPTConfig(vocab_size=len(VOCAB), context=16, n_layers=1, n_heads=2, d_model=16), seed=3)
+
+
+_forward = nnx.jit(lambda m, t: m(t))  # compiled once per model structure, reused
 
 
 def test_forbidden_tokens_never_appear(tiny):
@@ -37,11 +41,10 @@ def test_finite_state_mask_equals_a_masked_greedy_loop(tiny):
     out = generate(tiny, prompt, 8, temperature=0.0, logits_processor=fsm).row()
     tokens = list(prompt)
     state, _ = fsm.run(tokens)
-    forward = nnx.jit(lambda m, t: m(t))
     for _ in range(8):  # reference: recompute, mask with the automaton, take the argmax
         padded = np.zeros((1, 16), np.int32)
         padded[0, : len(tokens)] = tokens  # causal: the padding after the last token does not matter
-        logits = np.asarray(forward(tiny, jnp.asarray(padded)))[0, len(tokens) - 1]
+        logits = np.asarray(_forward(tiny, jnp.asarray(padded)))[0, len(tokens) - 1]
         nxt = int(np.argmax(np.where(fsm.allowed[state], logits, -np.inf)))
         tokens.append(nxt)
         state = int(fsm.transition[state, nxt])
@@ -69,10 +72,12 @@ def test_steering_at_the_first_block_shifts_the_embeddings(tiny):
     shifted = nnx.clone(tiny)
     shifted.wpe.embedding[...] = shifted.wpe.embedding[...] + 3.0 * v / jnp.linalg.norm(v)
     tokens = jnp.asarray([[0, 4, 7, 8, 2]])
-    np.testing.assert_allclose(np.asarray(steered(tokens)), np.asarray(shifted(tokens)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(_forward(steered, tokens)), np.asarray(_forward(shifted, tokens)), rtol=1e-5,
+                               atol=1e-5)
     cached = generate(steered, [0, 4], 8, temperature=0.0).row()
     recomputed = generate(steered, [0, 4], 8, temperature=0.0, use_cache=False).row()
     np.testing.assert_array_equal(cached, recomputed)
-    np.testing.assert_allclose(np.asarray(steer(tiny, 0, v, 0.0)(tokens)), np.asarray(tiny(tokens)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(_forward(steer(tiny, 0, v, 0.0), tokens)), np.asarray(_forward(tiny, tokens)),
+                               atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
         steer(tiny, 0, jnp.ones(3), 1.0)

@@ -11,6 +11,7 @@ from flax import nnx
 
 from lmbook import evaluate as ev
 from lmbook.ngram import NGramLM
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 from lmbook.nn.gpt import GPT, GPTConfig
 from lmbook.nn.mlp import MLPLanguageModel, context_windows
 from lmbook.nn.rnn import RecurrentLM
@@ -35,7 +36,7 @@ def _picked(logits, targets):
 
 @pytest.fixture(scope="module")
 def gpt():
-    return GPT(GPTConfig(vocab_size=13, context=8, n_layers=1, n_heads=2, d_model=16), rngs=nnx.Rngs(0))
+    return build(GPT, GPTConfig(vocab_size=13, context=8, n_layers=1, n_heads=2, d_model=16), seed=0)
 
 
 @pytest.mark.parametrize("stride", [8, 3, 1])
@@ -354,10 +355,10 @@ def translation():
     src_tok, tgt_tok = train_tokenizers(SOURCES, TARGETS, vocab_size=280)
     data = encode_pairs(src_tok, tgt_tok, SOURCES, TARGETS)
     models = {
-        "rnn": RNNSeq2Seq(src_tok.vocab_size, tgt_tok.vocab_size, embed_dim=8, hidden=12, context=32,
-                          max_source_len=40, rngs=nnx.Rngs(0)),
-        "transformer": TransformerSeq2Seq(src_tok.vocab_size, tgt_tok.vocab_size, d_model=16, n_heads=2, n_layers=1,
-                                          context=32, max_source_len=40, rngs=nnx.Rngs(1)),
+        "rnn": build(RNNSeq2Seq, src_tok.vocab_size, tgt_tok.vocab_size, embed_dim=8, hidden=8, context=32,
+                     max_source_len=40, seed=0),
+        "transformer": build(TransformerSeq2Seq, src_tok.vocab_size, tgt_tok.vocab_size, d_model=8, n_heads=2,
+                             n_layers=1, context=32, max_source_len=40, seed=1),
     }
     refs = {}
     for kind, model in models.items():

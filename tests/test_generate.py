@@ -17,6 +17,7 @@ from lmbook.generate import (
     top_k_filter,
     top_p_filter,
 )
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 from lmbook.nn.gpt import GPT, GPTConfig
 
 
@@ -100,7 +101,7 @@ CFG = GPTConfig(vocab_size=9, context=16, n_layers=2, n_heads=2, d_model=16)
 
 @pytest.fixture(scope="module")
 def model():
-    m = GPT(CFG, rngs=nnx.Rngs(1))
+    m = build(GPT, CFG, seed=1)
     m.wte[...] = m.wte[...] * 40  # peaked, far-from-uniform next-token distributions
     return m
 
@@ -188,13 +189,13 @@ def test_beam_of_one_is_greedy(model):
         np.testing.assert_array_equal(beam.tokens[0], _py_greedy(model, prompt, 8))
 
 
-def _log_prob(model, prompt, seq):
-    full = np.array(list(prompt) + list(seq))
-    padded = np.pad(full, (0, model.context - len(full)))  # one compiled shape; causal, so padding is harmless
-    logits = np.asarray(_forward(model, jnp.asarray(padded[None])))[0, : len(full)].astype(np.float64)
+def _log_probs(model, prompt, seqs):
+    """Float64 log-probability of each continuation in ``seqs``, all in one forward pass."""
+    full = np.array([list(prompt) + list(seq) + [0] * (model.context - len(prompt) - len(seq)) for seq in seqs])
+    logits = np.asarray(_forward(model, jnp.asarray(full))).astype(np.float64)  # causal: the padding is harmless
     logp = logits - logits.max(-1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-    return sum(logp[len(prompt) - 1 + i, s] for i, s in enumerate(seq))
+    return [sum(logp[k, len(prompt) - 1 + i, s] for i, s in enumerate(seq)) for k, seq in enumerate(seqs)]
 
 
 def _has_repeat(seq, n):
@@ -206,22 +207,20 @@ def _has_repeat(seq, n):
 @pytest.mark.parametrize("no_repeat", [0, 2])
 def test_exhaustive_beam_finds_the_brute_force_optimum(alpha, no_repeat):
     cfg = GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8)
-    m = GPT(cfg, rngs=nnx.Rngs(7))
+    m = build(GPT, cfg, seed=7)
     m.wte[...] = m.wte[...] * 30
     prompt, stop, n_max = [1, 2], 0, 4
-    best = (-np.inf, None)
-    for n in range(1, n_max + 1):
-        for seq in itertools.product(range(4), repeat=n):
-            if stop in seq[:-1] or (n < n_max and seq[-1] != stop) or (no_repeat and _has_repeat(seq, no_repeat)):
-                continue
-            score = _log_prob(m, prompt, seq) / n**alpha
-            best = max(best, (score, seq), key=lambda b: b[0])
+    seqs = [seq for n in range(1, n_max + 1) for seq in itertools.product(range(4), repeat=n)
+            if not (stop in seq[:-1] or (n < n_max and seq[-1] != stop))]
+    log_probs = dict(zip(seqs, _log_probs(m, prompt, seqs)))  # the same batch shape for every case
+    best = max(((lp / len(seq) ** alpha, seq) for seq, lp in log_probs.items()
+                if not (no_repeat and _has_repeat(seq, no_repeat))), key=lambda b: b[0])
     # 27 = 3**3 beams keep every unfinished hypothesis alive: the search is exhaustive
     out = beam_search(m, prompt, n_max, beam_size=27, stop_tokens=[stop], length_penalty=alpha,
                       no_repeat_ngram=no_repeat)
     np.testing.assert_array_equal(out.new_tokens(0), best[1])
     assert out.scores[0] == pytest.approx(best[0], abs=1e-4)
-    assert out.log_probs[0] == pytest.approx(_log_prob(m, prompt, best[1]), abs=1e-4)
+    assert out.log_probs[0] == pytest.approx(log_probs[best[1]], abs=1e-4)
     assert np.all(np.diff(out.beam_scores[0]) <= 1e-6)  # finished hypotheses come best first
     if no_repeat:
         for k in np.flatnonzero(np.isfinite(out.beam_scores[0])):
@@ -233,15 +232,16 @@ def test_repeat_bans_match_a_python_reference():
 
     rng = np.random.default_rng(0)
     seqs = rng.integers(0, 3, size=(2, 3, 12)).astype(np.int32)
+    bans = jax.jit(repeat_bans, static_argnums=(2, 3))  # one compiled program per n; i is traced, as in the search
     for n in (2, 3, 4):
         for i in range(13):
-            got = np.asarray(repeat_bans(jnp.asarray(seqs), jnp.int32(i), n, 3))
+            got = np.asarray(bans(jnp.asarray(seqs), jnp.int32(i), n, 3))
             for b in range(2):
                 for k in range(3):
                     s = seqs[b, k, :i].tolist()
                     want = {s[j + n - 1] for j in range(i - n + 1) if i >= n - 1 and s[j : j + n - 1] == s[i - n + 1 :]}
                     assert set(np.flatnonzero(got[b, k])) == want, (n, i, b, k)
-    tiny = GPT(GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0))
+    tiny = build(GPT, GPTConfig(vocab_size=4, context=8, n_layers=1, n_heads=2, d_model=8), seed=0)
     with pytest.raises(ValueError, match="no_repeat_ngram"):
         beam_search(tiny, [1], 2, no_repeat_ngram=1)
     # n longer than the continuation: no n-gram can repeat, so the search is the unconstrained one
@@ -353,8 +353,8 @@ def test_generate_rejects_meaningless_sampling_settings(kw, match):
         generate(model, [0], 3, key=jax.random.key(0), **kw)
 
 
-def test_prompt_ids_outside_the_vocabulary_are_named():
-    model = GPT(GPTConfig(vocab_size=9, context=16, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0))
+def test_prompt_ids_outside_the_vocabulary_are_named(model):
+    assert model.wte[...].shape[0] == 9
     with pytest.raises(ValueError, match=r"prompt token id 70 .* vocabulary of 9"):
         generate(model, [1, 70, 80], 3, temperature=0.0)
     with pytest.raises(ValueError, match=r"token id -1 .* vocabulary of 9"):

@@ -6,16 +6,21 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 from lmbook.nn.gpt import GPT, GPTConfig, flops_per_token, gpt_loss, param_count
 
 pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
 
 CFG = GPTConfig(vocab_size=11, context=12, n_layers=2, n_heads=2, d_model=16)
 
+# Compiled once per shape and reused (an eager call compiles every operation of the model apart).
+_forward = nnx.jit(lambda m, x: m(x))
+_cached = nnx.jit(lambda m, x, cache: m(x, cache=cache))
+
 
 @pytest.fixture(scope="module")
 def model():
-    m = GPT(CFG, rngs=nnx.Rngs(0))
+    m = build(GPT, CFG, seed=0)
     m.wte[...] = m.wte[...] * 20  # sharper logits than the 0.02 initialisation
     return m
 
@@ -53,29 +58,28 @@ def _np_forward(m: GPT, tokens: np.ndarray) -> np.ndarray:
 
 def test_forward_matches_float64_numpy(model):
     x = np.random.default_rng(0).integers(0, CFG.vocab_size, (3, CFG.context))
-    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), _np_forward(model, x), atol=2e-4, rtol=2e-4)
+    np.testing.assert_allclose(np.asarray(_forward(model, jnp.asarray(x))), _np_forward(model, x), atol=2e-4, rtol=2e-4)
 
 
 def test_future_tokens_do_not_change_earlier_logits(model):
-    x = np.random.default_rng(1).integers(0, CFG.vocab_size, (1, 10))
+    x = np.random.default_rng(1).integers(0, CFG.vocab_size, (3, CFG.context))
     y = x.copy()
-    y[0, 6:] = (y[0, 6:] + 1) % CFG.vocab_size
-    lx, ly = np.asarray(model(jnp.asarray(x))), np.asarray(model(jnp.asarray(y)))
+    y[:, 6:] = (y[:, 6:] + 1) % CFG.vocab_size
+    lx, ly = np.asarray(_forward(model, jnp.asarray(x))), np.asarray(_forward(model, jnp.asarray(y)))
     np.testing.assert_allclose(lx[:, :6], ly[:, :6], atol=1e-6)
     assert np.abs(lx[:, 6:] - ly[:, 6:]).max() > 1e-3
 
 
 @pytest.mark.parametrize("prefill", [1, 5])
 def test_cached_decoding_equals_full_recomputation_at_every_step(model, prefill):
-    x = jnp.asarray(np.random.default_rng(2).integers(0, CFG.vocab_size, (2, CFG.context)))
-    full = np.asarray(model(x))  # position t of the full pass = recomputing the prefix x[:, :t+1] (causality)
-    np.testing.assert_allclose(full[:, 6], np.asarray(model(x[:, :7]))[:, -1], atol=1e-5)
-    cache = model.init_cache(2)
-    logits, cache = model(x[:, :prefill], cache=cache)
+    # Position t of the full pass is the prefix x[:, :t+1] recomputed (causality: the test above).
+    x = jnp.asarray(np.random.default_rng(2).integers(0, CFG.vocab_size, (3, CFG.context)))
+    full = np.asarray(_forward(model, x))
+    cache = model.init_cache(3)
+    logits, cache = _cached(model, x[:, :prefill], cache)
     np.testing.assert_allclose(logits, full[:, :prefill], atol=1e-5)
-    step_fn = nnx.jit(lambda m, tok, c: m(tok, cache=c))
     for t in range(prefill, CFG.context):
-        step, cache = step_fn(model, x[:, t : t + 1], cache)
+        step, cache = _cached(model, x[:, t : t + 1], cache)
         np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
     assert int(cache[0].index) == CFG.context
 
@@ -112,17 +116,17 @@ def test_flops_per_token_counts_every_matmul():
 
 def test_untied_head_dropout_and_loss():
     cfg = GPTConfig(vocab_size=7, context=8, n_layers=1, n_heads=1, d_model=8, dropout=0.5, tie_embeddings=False)
-    m = GPT(cfg, rngs=nnx.Rngs(params=0, dropout=1))
+    m = build(GPT, cfg, seed=0)
     x = jnp.asarray(np.arange(16).reshape(2, 8) % 7)
     m.eval()
-    a, b = m(x), m(x)
+    a, b = _forward(m, x), _forward(m, x)
     np.testing.assert_array_equal(a, b)
     m.train()
-    assert np.abs(np.asarray(m(x)) - np.asarray(a)).max() > 1e-6
+    assert np.abs(np.asarray(_forward(m, x)) - np.asarray(a)).max() > 1e-6
     m.eval()
     logp = jax.nn.log_softmax(a.astype(jnp.float64) if jax.config.x64_enabled else a)
     expected = -np.mean(np.take_along_axis(np.asarray(logp), np.asarray(x)[..., None], -1))
-    assert float(gpt_loss(m, (x, x))) == pytest.approx(expected, rel=1e-5)
+    assert float(nnx.jit(gpt_loss)(m, (x, x))) == pytest.approx(expected, rel=1e-5)
 
 
 def test_position_table_is_chapter_6s_learned_positions(model):
@@ -135,7 +139,7 @@ def test_position_table_is_chapter_6s_learned_positions(model):
 def test_cache_running_past_the_context_is_an_error_not_a_clamp(model):
     tokens = jnp.arange(CFG.context, dtype=jnp.int32)[None] % CFG.vocab_size
     cache = model.init_cache(1)
-    _, cache = model(tokens[:, : CFG.context - 2], cache=cache)
+    _, cache = _cached(model, tokens[:, : CFG.context - 2], cache)
     with pytest.raises(ValueError, match="run past the learned position table"):
         model(tokens[:, :3], cache=cache)  # positions 10, 11, 12 of a 12-position model
     # Inside jit the offset is traced: the defined behaviour is NaN logits, never reused positions.
@@ -173,9 +177,9 @@ def test_a_prefix_of_token_embeddings_equals_the_tokens_themselves(model):
 def test_config_param_count_equals_the_built_model():
     from lmbook.nn.gpt import config_param_count
 
-    for cfg in (GPTConfig(vocab_size=50, context=16, n_layers=2, n_heads=2, d_model=32),
-                GPTConfig(vocab_size=50, context=16, n_layers=1, n_heads=2, d_model=32, tie_embeddings=False)):
-        assert config_param_count(cfg) == param_count(GPT(cfg, rngs=nnx.Rngs(0)))
+    for cfg in (GPTConfig(vocab_size=11, context=8, n_layers=2, n_heads=2, d_model=8),
+                GPTConfig(vocab_size=11, context=8, n_layers=1, n_heads=2, d_model=8, tie_embeddings=False)):
+        assert config_param_count(cfg) == param_count(build(GPT, cfg, seed=0))
     hits = config_param_count.cache_info().hits
     config_param_count(cfg)
     assert config_param_count.cache_info().hits == hits + 1   # remembered, not traced again

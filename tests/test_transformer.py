@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from lmbook.nn.attention import KVCache
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 from lmbook.nn.mlm import mlm_loss, mlm_mask
 from lmbook.nn.transformer import (
     MaskedLanguageModel,
@@ -142,7 +143,7 @@ def test_padding_tokens_do_not_change_real_positions():
 
 
 def test_masked_lm_shapes_tied_weights_and_attention_maps():
-    model = MaskedLanguageModel(SMALL, rngs=nnx.Rngs(0))
+    model = build(MaskedLanguageModel, SMALL, seed=0)
     tokens = jnp.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
     logits = model(tokens)
     assert logits.shape == (2, 5, 11)
@@ -155,22 +156,22 @@ def test_masked_lm_shapes_tied_weights_and_attention_maps():
     assert all(m.weights is None for m in (b.attn for b in model.encoder.blocks))
 
 
-def test_masked_lm_learns_a_copy_task_quickly():
-    """Tokens repeat with period 4, so every masked token is recoverable from its neighbours."""
-    cfg = dataclasses.replace(SMALL, vocab_size=9, n_layers=1, d_model=32, max_len=16)
-    model = MaskedLanguageModel(cfg, rngs=nnx.Rngs(0))
+def test_masked_lm_gradient_steps_lower_the_loss_on_a_fixed_batch():
+    """The mechanism of MLM training: masking, the loss and a few optimiser steps on one fixed batch (tokens
+    repeat with period 4, so a masked token is recoverable). Learning to a quality is Chapter 6's."""
+    cfg = dataclasses.replace(SMALL, vocab_size=9, n_layers=1, max_len=16)
+    model = build(MaskedLanguageModel, cfg, seed=0)
     opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
     @nnx.jit
     def step(model, opt, key):
         k1, k2 = jax.random.split(key)
-        base = jax.random.randint(k1, (32, 4), 0, 8)
+        base = jax.random.randint(k1, (8, 4), 0, 8)
         tokens = jnp.tile(base, (1, 4))
         inputs, targets, weights = mlm_mask(tokens, k2, 8, 8, rate=0.3)
         loss, grads = nnx.value_and_grad(lambda m: mlm_loss(m(inputs), targets, weights))(model)
         opt.update(model, grads)
         return loss
 
-    losses = [float(step(model, opt, jax.random.key(i))) for i in range(60)]
-    assert np.mean(losses[:5]) > 1.8
-    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    losses = [float(step(model, opt, jax.random.key(0))) for _ in range(4)]  # the loss before each step
+    assert np.all(np.diff(losses) < 0), losses

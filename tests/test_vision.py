@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
+
 from lmbook.checks.multimodal import reference_patchify
 from lmbook.generate import generate
 from lmbook.metrics import cross_entropy
 from lmbook.nn.gpt import GPTConfig
 from lmbook.nn.vision import ImageCaptioner, PatchEmbed, ViTConfig, ViTEncoder, captioning_loss, patchify
 
-VIT = ViTConfig(height=8, width=16, patch_size=4, d_model=16, n_heads=2, n_layers=2)
-GPT_CFG = GPTConfig(vocab_size=9, context=16, n_layers=2, n_heads=2, d_model=24)
+VIT = ViTConfig(height=8, width=16, patch_size=4, d_model=8, n_heads=2, n_layers=1)
+GPT_CFG = GPTConfig(vocab_size=9, context=16, n_layers=1, n_heads=2, d_model=8)
+
+# One compiled program per shape, reused (an eager call compiles every operation of the model apart).
+_caption_logits = nnx.jit(lambda m, images, tokens: m(images, tokens))
 
 
 def _images(n: int, seed: int = 0) -> jax.Array:
@@ -22,7 +27,7 @@ def _images(n: int, seed: int = 0) -> jax.Array:
 
 @pytest.fixture(scope="module")
 def captioner():
-    m = ImageCaptioner(VIT, GPT_CFG, rngs=nnx.Rngs(0))
+    m = build(ImageCaptioner, VIT, GPT_CFG, seed=0)
     m.decoder.wte[...] = m.decoder.wte[...] * 30  # sharper logits than the 0.02 initialisation
     m.eval()
     return m
@@ -49,7 +54,7 @@ def test_patchify_greyscale_and_errors():
 
 
 def test_patch_embedding_is_a_linear_map_of_each_patch_plus_its_position():
-    emb = PatchEmbed(VIT, rngs=nnx.Rngs(1))
+    emb = build(PatchEmbed, VIT, seed=1)
     x = np.asarray(_images(2), np.float64)
     w = np.asarray(emb.proj.kernel[...], np.float64)
     b = np.asarray(emb.proj.bias[...], np.float64)
@@ -59,7 +64,7 @@ def test_patch_embedding_is_a_linear_map_of_each_patch_plus_its_position():
 
 
 def test_encoder_is_bidirectional_and_permutation_equivariant_without_positions():
-    enc = ViTEncoder(VIT, rngs=nnx.Rngs(2))
+    enc = build(ViTEncoder, VIT, seed=2)
     x = _images(1)
     out = enc(x)
     assert out.shape == (1, VIT.n_patches, VIT.d_model)
@@ -74,16 +79,20 @@ def test_encoder_is_bidirectional_and_permutation_equivariant_without_positions(
 def test_caption_logits_loss_and_attention(captioner):
     images = _images(3, 1)
     tokens = jnp.asarray(np.random.default_rng(1).integers(3, 9, (3, 5)))
-    logits = captioner(images, tokens)
-    assert logits.shape == (3, 5, GPT_CFG.vocab_size)
-    other = captioner(images.at[0].set(1.0 - images[0]), tokens)  # the words read the image
-    assert float(jnp.abs(other[0] - logits[0]).max()) > 1e-4
-    np.testing.assert_allclose(other[1:], logits[1:], atol=1e-5)
     targets = jnp.roll(tokens, -1, axis=1)
     mask = jnp.arange(5)[None] < jnp.array([[5], [3], [1]])
-    np.testing.assert_allclose(captioning_loss(captioner, (images, tokens, targets, mask)),
-                               cross_entropy(logits, targets, mask), rtol=1e-6)
-    att = captioner.word_to_patch_attention(images, tokens)
+
+    @nnx.jit
+    def run(m, images, tokens):
+        return (m(images, tokens), m(images.at[0].set(1.0 - images[0]), tokens),
+                captioning_loss(m, (images, tokens, targets, mask)))
+
+    logits, other, loss = run(captioner, images, tokens)
+    assert logits.shape == (3, 5, GPT_CFG.vocab_size)
+    assert float(jnp.abs(other[0] - logits[0]).max()) > 1e-4  # the words read the image
+    np.testing.assert_allclose(other[1:], logits[1:], atol=1e-5)
+    np.testing.assert_allclose(loss, cross_entropy(logits, targets, mask), rtol=1e-6)
+    att = captioner.word_to_patch_attention(images, tokens)  # compiled by attention_maps
     assert att.shape == (GPT_CFG.n_layers, 3, GPT_CFG.n_heads, 5, VIT.n_patches)
     sums = np.asarray(att.sum(-1))
     assert (sums > 0).all() and (sums <= 1 + 1e-5).all()
@@ -99,7 +108,7 @@ def test_bound_captioner_decodes_greedily_with_and_without_the_cache(captioner):
     # causal, so the placeholder ones after position t leave the logits at t unchanged).
     manual = np.ones((4, 7), np.int32)
     for t in range(6):
-        manual[:, t + 1] = np.asarray(captioner(images, jnp.asarray(manual))[:, t].argmax(-1))
+        manual[:, t + 1] = np.asarray(_caption_logits(captioner, images, jnp.asarray(manual))[:, t].argmax(-1))
     np.testing.assert_array_equal(cached.tokens, manual)
 
 

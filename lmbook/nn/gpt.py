@@ -14,6 +14,14 @@ which is what :func:`lmbook.generate.generate` uses. ``model(tokens,
 prefix=vectors)`` puts ``P`` given vectors (e.g. image patches, Chapter 13)
 before the token embeddings, in the first ``P`` positions, and returns the
 logits of the token positions only.
+
+Chapter 14 turns the same class into today's open decoders through
+:class:`GPTConfig` switches whose defaults are GPT-2's (same parameters, same
+outputs): RMSNorm, the SwiGLU MLP, grouped-query attention with a smaller KV
+cache, RoPE with its base and position interpolation, sliding-window attention,
+QK-norm, query/key/value biases and an untied output layer. :meth:`GPTConfig.llama`
+is a small Llama-style model; :mod:`lmbook.nn.hf` loads Hugging Face Llama and
+Qwen weights.
 """
 
 from __future__ import annotations
@@ -27,17 +35,60 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmbook.nn.attention import KVCache, check_heads
+from lmbook.nn.attention import KVCache, check_heads, check_kv_heads, check_window
 from lmbook.nn.layers import Dense, Dropout, dense
 from lmbook.nn.positional import LearnedPositions
-from lmbook.nn.transformer import TransformerBlock, TransformerConfig
+from lmbook.nn.transformer import TransformerBlock, TransformerConfig, make_norm
 
-__all__ = ["GPT", "GPTConfig", "block_config", "config_param_count", "flops_per_token", "gpt_loss", "param_count"]
+__all__ = [
+    "GPT", "GPTConfig", "active_param_count", "block_config", "config_param_count", "flops_per_token", "gpt_loss",
+    "param_count",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
-    """Sizes of a GPT (Chapter 7). Presets: :meth:`baby`, :meth:`shakespeare`, :meth:`gpt2_small`."""
+    """Sizes of a GPT (Chapter 7) and the switches of today's open models (Chapter 14).
+
+    Presets: :meth:`baby`, :meth:`shakespeare`, :meth:`gpt2_small` (GPT-2's block) and
+    :meth:`llama` (Llama's block). The defaults are GPT-2's, and every Chapter 14 switch
+    left at its default gives exactly the Chapter 7 model.
+
+    Attributes:
+        vocab_size, context, n_layers, n_heads, d_model: the sizes (``context``: the
+            trained length; a RoPE model can run past it, see :meth:`GPT.init_cache`).
+        d_ff: hidden width of the MLP (default ``4 * d_model``); for SwiGLU the width
+            of the gate and of the up projection (Llama uses about ``8/3 * d_model``,
+            which keeps the parameters of a ``4 * d_model`` GELU MLP).
+        dropout: dropout on embeddings, residual branches and attention weights.
+        tie_embeddings: the output layer is the token embedding (GPT-2, Qwen's small
+            models); ``False``: a separate ``head`` (Llama, Mistral, larger Qwens).
+        use_bias: biases in the dense layers (GPT-2); Llama, Qwen, Mistral have none.
+        layer_norm_eps: the epsilon of every norm (LayerNorm or RMSNorm; HF's ``rms_norm_eps``).
+        remat: recompute each block's activations in the backward pass (Chapter 11).
+        norm: ``"layernorm"`` (GPT-2) or ``"rmsnorm"``: ``x / sqrt(mean(x^2) + eps) * g``,
+            no mean, no bias (Llama, Qwen, Mistral, Mixtral).
+        mlp: ``"gelu"`` (GPT-2's tanh-GELU MLP) or ``"swiglu"``: ``down(silu(gate(x)) * up(x))``
+            (Llama, Qwen, Mistral).
+        n_kv_heads: key/value heads. ``None`` = ``n_heads`` (multi-head); ``1`` =
+            multi-query (PaLM, Falcon); in between grouped-query (Llama 2 70B, Llama 3,
+            Qwen2/3, Mistral). The KV cache stores only these heads.
+        head_dim: width of each attention head, ``None`` = ``d_model // n_heads``
+            (Qwen3 uses 128 with ``n_heads * head_dim != d_model`` in some sizes).
+        positions: ``"learned"`` (GPT-2's table ``wpe``) or ``"rope"`` (no table; RoPE
+            on the queries and keys of every layer: Llama, Qwen, Mistral).
+        rope_base: RoPE's frequency base (Llama 2: 1e4, Llama 3: 5e5, Qwen2/3: 1e6).
+        rope_scale: position interpolation (Chen et al., 2023): RoPE sees ``position / rope_scale``.
+        sliding_window: each query sees at most the last ``sliding_window`` keys (Mistral 7B:
+            4096); ``None`` = full causal attention.
+        qk_norm: RMSNorm over ``head_dim`` on each query and key head before RoPE (Qwen3).
+        qkv_bias: biases on the query/key/value projection; ``None`` = ``use_bias``
+            (Qwen2: ``True`` with ``use_bias=False``).
+        n_experts: ``0`` = dense MLP; ``> 0`` = a mixture of SwiGLU experts in every
+            block (Mixtral: 8).
+        experts_per_token: experts each token is routed to (Mixtral: 2).
+        moe_aux_weight: weight of the load-balancing loss in :func:`gpt_loss`.
+    """
 
     vocab_size: int = 65
     context: int = 64
@@ -50,19 +101,72 @@ class GPTConfig:
     use_bias: bool = True
     layer_norm_eps: float = 1e-5
     remat: bool = False  # recompute each block's activations in the backward pass (Chapter 11)
+    norm: str = "layernorm"
+    mlp: str = "gelu"
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    positions: str = "learned"
+    rope_base: float = 10_000.0
+    rope_scale: float = 1.0
+    sliding_window: int | None = None
+    qk_norm: bool = False
+    qkv_bias: bool | None = None
+    n_experts: int = 0
+    experts_per_token: int = 2
+    moe_aux_weight: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layers", "n_heads", "d_model"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        check_heads(self.d_model, self.n_heads)
+        if self.head_dim is None:
+            check_heads(self.d_model, self.n_heads)
+        elif isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim < 1:
+            raise ValueError(f"GPTConfig.head_dim must be a positive integer or None, got {self.head_dim!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.norm not in _NORMS:
+            raise ValueError(f"GPTConfig.norm must be one of {_NORMS}, got {self.norm!r}")
+        if self.mlp not in _MLPS:
+            raise ValueError(f"GPTConfig.mlp must be one of {tuple(_MLPS)}, got {self.mlp!r}")
+        if self.positions not in ("learned", "rope"):
+            raise ValueError(f"GPTConfig.positions must be 'learned' (GPT-2) or 'rope' (Llama), got {self.positions!r}")
+        if self.n_kv_heads is not None:
+            check_kv_heads(self.n_heads, self.n_kv_heads)
+        check_window(self.sliding_window)
+        if not self.rope_base > 0 or not self.rope_scale > 0:
+            raise ValueError(f"rope_base and rope_scale must be positive, got {self.rope_base} and {self.rope_scale}")
+        if self.positions == "learned" and (self.rope_scale != 1.0 or self.rope_base != 10_000.0):
+            raise ValueError(
+                f"rope_base={self.rope_base} / rope_scale={self.rope_scale} set RoPE, but positions='learned' "
+                "has a position table and no RoPE; set positions='rope' or leave them at their defaults"
+            )
+        if self.positions == "rope" and self.attn_head_dim % 2:
+            raise ValueError(f"RoPE rotates pairs of dimensions: head_dim={self.attn_head_dim} must be even")
+        if self.d_ff is not None and (isinstance(self.d_ff, bool) or not isinstance(self.d_ff, int) or self.d_ff < 1):
+            raise ValueError(f"GPTConfig.d_ff must be a positive integer or None, got {self.d_ff!r}")
+        if not isinstance(self.n_experts, int) or self.n_experts < 0:
+            raise ValueError(f"GPTConfig.n_experts must be 0 (dense) or a positive integer, got {self.n_experts!r}")
+        if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
+            raise ValueError(f"experts_per_token={self.experts_per_token} must be between 1 and "
+                             f"n_experts={self.n_experts}")
+        if self.moe_aux_weight < 0:
+            raise ValueError(f"moe_aux_weight must be >= 0, got {self.moe_aux_weight}")
 
     @property
     def ff(self) -> int:
         return self.d_ff or 4 * self.d_model
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (``n_kv_heads``, or ``n_heads`` when it is None)."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def attn_head_dim(self) -> int:
+        """Width of each attention head (``head_dim``, or ``d_model // n_heads``)."""
+        return self.d_model // self.n_heads if self.head_dim is None else self.head_dim
 
     @classmethod
     def baby(cls, vocab_size: int = 65, **kw: Any) -> "GPTConfig":
@@ -80,14 +184,42 @@ class GPTConfig:
         """GPT-2 small (124M): 12 layers, 12 heads, width 768, context 1024, vocabulary 50257."""
         return cls(vocab_size=50257, context=1024, n_layers=12, n_heads=12, d_model=768, **kw)
 
+    @classmethod
+    def llama(cls, vocab_size: int = 65, **kw: Any) -> "GPTConfig":
+        """A small Llama-style CPU model of ``baby``'s size (Chapter 14; ~0.8M parameters).
+
+        Llama's block: RMSNorm (eps 1e-5), RoPE (base 1e4), grouped-query attention with 4
+        query heads and 2 key/value heads, a SwiGLU MLP, no biases, an untied output layer;
+        4 layers, width 128, context 64. With ``d_ff = 3 * d_model = 384`` each block has
+        ``12 d^2`` matrix weights, as ``baby``'s: grouped-query attention saves ``d^2``
+        (``3 d^2`` instead of ``4 d^2``) and the three SwiGLU matrices spend ``9 d^2``.
+        Any field can be overridden.
+        """
+        fields = dict(context=64, n_layers=4, n_heads=4, n_kv_heads=2, d_model=128, d_ff=384, norm="rmsnorm",
+                      mlp="swiglu", positions="rope", use_bias=False, tie_embeddings=False)
+        fields.update(kw)
+        return cls(vocab_size=vocab_size, **fields)
+
+
+_NORMS = ("layernorm", "rmsnorm")
+_MLPS = {"gelu": ("gelu_tanh", False), "swiglu": ("silu", True)}  # mlp -> (activation, gated)
+
 
 def block_config(cfg: GPTConfig) -> TransformerConfig:
-    """The Chapter 6 block settings of a GPT: pre-LN, causal, tanh-GELU MLP, no positions inside the block."""
+    """The Chapter 6 block settings of a GPT: pre-norm, causal, and the Chapter 14 switches.
+
+    GPT-2 (the defaults): LayerNorm, tanh-GELU MLP, no positions inside the block (the
+    table is added to the embeddings). With ``positions="rope"`` every block rotates its
+    queries and keys instead.
+    """
+    activation, gated = _MLPS[cfg.mlp]
     return TransformerConfig(
         vocab_size=cfg.vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
         mlp_ratio=cfg.ff / cfg.d_model, dropout=cfg.dropout, attention_dropout=cfg.dropout, norm="pre",
-        causal=True, positional="none", max_len=cfg.context, activation="gelu_tanh", use_bias=cfg.use_bias,
-        layer_norm_eps=cfg.layer_norm_eps,
+        causal=True, positional="rope" if cfg.positions == "rope" else "none", max_len=cfg.context,
+        activation=activation, use_bias=cfg.use_bias, layer_norm_eps=cfg.layer_norm_eps, rope_base=cfg.rope_base,
+        norm_type=cfg.norm, gated_mlp=gated, n_kv_heads=cfg.n_kv_heads, head_size=cfg.head_dim,
+        qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm, rope_scale=cfg.rope_scale, sliding_window=cfg.sliding_window,
     )
 
 
@@ -99,7 +231,12 @@ class GPT(nnx.Module):
         rngs: ``nnx.Rngs`` (``params``; ``dropout`` when ``cfg.dropout > 0``).
 
     Initialisation as GPT-2: normal(0.02) weights and embeddings, zero biases,
-    and the residual projections scaled by ``1/sqrt(2 n_layers)``.
+    and the residual projections scaled by ``1/sqrt(2 n_layers)``; norms start at one.
+
+    Parameters (GPT-2's names): ``wte``, ``wpe`` (learned positions only),
+    ``blocks[i].{norm1, attn.qkv, attn.out, norm2, mlp_in, mlp_out}`` (plus
+    ``mlp_gate`` for SwiGLU, ``attn.q_norm``/``attn.k_norm`` for QK-norm), ``ln_f``
+    (a LayerNorm or an RMSNorm, whatever ``cfg.norm`` says), ``head`` when untied.
     """
 
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
@@ -108,26 +245,42 @@ class GPT(nnx.Module):
         normal = nnx.initializers.normal(0.02)
         residual = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
         self.wte = nnx.Param(normal(rngs.params(), (cfg.vocab_size, cfg.d_model)))
-        self.wpe = LearnedPositions(cfg.context, cfg.d_model, rngs=rngs, stddev=0.02)  # Chapter 6's table
+        if cfg.positions == "learned":
+            self.wpe = LearnedPositions(cfg.context, cfg.d_model, rngs=rngs, stddev=0.02)  # Chapter 6's table
+        else:
+            self.wpe = None  # RoPE: positions enter every attention layer
         self.dropout = Dropout(cfg.dropout, rngs=rngs)
+        if cfg.n_experts:
+            raise NotImplementedError("mixture-of-experts blocks (n_experts > 0) are not wired into GPT yet")
         bcfg = block_config(cfg)
         self.blocks = nnx.List([TransformerBlock(bcfg, rngs=rngs) for _ in range(cfg.n_layers)])
         for block in self.blocks:
-            for layer, init in ((block.attn.qkv, normal), (block.attn.out, residual), (block.mlp_in, normal),
-                                (block.mlp_out, residual)):
+            layers = [(block.attn.qkv, normal), (block.attn.out, residual), (block.mlp_in, normal),
+                      (block.mlp_out, residual)]
+            if block.mlp_gate is not None:
+                layers.append((block.mlp_gate, normal))
+            for layer, init in layers:
                 layer.kernel[...] = init(rngs.params(), layer.kernel[...].shape)
-        self.ln_f = nnx.LayerNorm(cfg.d_model, epsilon=cfg.layer_norm_eps, rngs=rngs)
+        self.ln_f = make_norm(cfg.norm, cfg.d_model, cfg.layer_norm_eps, rngs=rngs)
         self.head = None if cfg.tie_embeddings else Dense(cfg.d_model, cfg.vocab_size, use_bias=False, rngs=rngs,
                                                           kernel_init=normal)
 
     def init_cache(self, batch: int, max_len: int | None = None, dtype: Any = jnp.float32) -> tuple[KVCache, ...]:
-        """An empty key/value cache, one :class:`KVCache` per block (Chapter 7)."""
+        """An empty key/value cache, one :class:`KVCache` per block (Chapter 7).
+
+        Each holds ``(batch, max_len, n_kv_heads, head_dim)`` keys and values: grouped-query
+        and multi-query attention shrink it by ``n_heads / n_kv_heads`` (Chapter 14).
+        ``max_len`` defaults to the context. A learned position table has no rows past
+        the context, so a longer cache raises; a RoPE model computes its angles for any
+        position, so ``max_len > context`` is allowed when asked for explicitly (positions
+        beyond the trained length, which Chapter 14 studies; :func:`lmbook.generate.generate`
+        never asks, it keeps at most ``context`` positions).
+        """
         cfg = self.config
         max_len = cfg.context if max_len is None else max_len
-        if max_len > cfg.context:
+        if max_len > cfg.context and cfg.positions != "rope":
             raise ValueError(f"max_len={max_len} exceeds the model's context {cfg.context} (no positions beyond it)")
-        head_dim = cfg.d_model // cfg.n_heads
-        return tuple(KVCache.init(batch, max_len, cfg.n_heads, head_dim, dtype) for _ in range(cfg.n_layers))
+        return tuple(KVCache.init(batch, max_len, cfg.kv_heads, cfg.attn_head_dim, dtype) for _ in range(cfg.n_layers))
 
     def hidden_states(
         self, tokens: jax.Array, cache: tuple[KVCache, ...] | None = None, *, prefix: jax.Array | None = None
@@ -136,7 +289,9 @@ class GPT(nnx.Module):
 
         With a cache, the new tokens take positions ``cache.index ... cache.index + T - 1``;
         running past the context raises ``ValueError`` (outside ``jit``) or gives NaN
-        hidden states (inside ``jit``), never silently reused positions.
+        hidden states (inside ``jit``), never silently reused positions. A RoPE model
+        (``positions="rope"``) runs past its trained context when given longer inputs or
+        a longer cache; only the cache's size limits it.
 
         ``prefix`` ``(B, P, d_model)``: vectors that enter the model before the tokens,
         as if they were token embeddings (a prefix language model, Chapter 13: image
@@ -155,7 +310,7 @@ class GPT(nnx.Module):
                 )
             n_prefix = prefix.shape[1]
         t = tokens.shape[1] + n_prefix
-        if t > self.config.context:
+        if t > self.config.context and self.wpe is not None:
             raise ValueError(
                 f"sequence of {t} tokens{' (prefix included)' if n_prefix else ''} is longer than the context "
                 f"({self.config.context}); crop it to the last context tokens"
@@ -165,7 +320,10 @@ class GPT(nnx.Module):
         if prefix is not None:
             x = jnp.concatenate([prefix.astype(x.dtype), x], axis=1)
         # LearnedPositions raises when offset + t > context (NaN positions inside jit; see its docstring).
-        x = self.dropout(self.wpe(x, offset))
+        # RoPE models have no table: their positions are applied inside each attention layer.
+        if self.wpe is not None:
+            x = self.wpe(x, offset)
+        x = self.dropout(x)
         new_cache = []
         for i, block in enumerate(self.blocks):
             if cache is None:
@@ -203,7 +361,7 @@ def param_count(model: nnx.Module, *, exclude_positions: bool = False) -> int:
     """Number of trainable parameters (tied embeddings counted once)."""
     params = nnx.state(model, nnx.Param)
     n = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
-    if exclude_positions and hasattr(model, "wpe"):
+    if exclude_positions and getattr(model, "wpe", None) is not None:
         n -= int(model.wpe.embedding[...].size)
     return n
 
@@ -216,10 +374,42 @@ def config_param_count(cfg: GPTConfig) -> int:
 
 
 def flops_per_token(cfg: GPTConfig, *, training: bool = True, context: int | None = None) -> float:
-    """Matmul FLOPs per token: forward ``2 N + 4 L T d`` (N = weights in matmuls, incl. the output layer);
-    training is three times the forward (Kaplan et al., 2020; Chowdhery et al., 2022)."""
+    """Matmul FLOPs per token: forward ``2 N + 4 L T H D`` (N = weights in matmuls that a token
+    uses, incl. the output layer; ``T`` the keys each query sees, at most ``sliding_window``);
+    training is three times the forward (Kaplan et al., 2020; Chowdhery et al., 2022).
+
+    Grouped-query attention has fewer key/value weights; SwiGLU has three MLP matrices; a
+    mixture of experts counts the router and the ``experts_per_token`` experts a token
+    uses (its *active* parameters), not all of them.
+    """
     t = cfg.context if context is None else context
-    d, layers = cfg.d_model, cfg.n_layers
-    n_matmul = layers * (4 * d * d + 2 * d * cfg.ff) + d * cfg.vocab_size
-    forward = 2 * n_matmul + 4 * layers * t * d
+    if cfg.sliding_window is not None:
+        t = min(t, cfg.sliding_window)
+    layers = cfg.n_layers
+    n_matmul = layers * _block_matmul_weights(cfg) + cfg.d_model * cfg.vocab_size
+    forward = 2 * n_matmul + 4 * layers * t * cfg.n_heads * cfg.attn_head_dim
     return float(3 * forward if training else forward)
+
+
+def _block_matmul_weights(cfg: GPTConfig) -> int:
+    """Weights of one block's matrices that a token uses (attention, router, the MLP or its
+    ``experts_per_token`` experts; biases and norms excluded)."""
+    d, hd = cfg.d_model, cfg.attn_head_dim
+    attention = d * (cfg.n_heads + 2 * cfg.kv_heads) * hd + cfg.n_heads * hd * d
+    per_mlp = (3 if cfg.mlp == "swiglu" or cfg.n_experts else 2) * d * cfg.ff
+    if not cfg.n_experts:
+        return attention + per_mlp
+    return attention + d * cfg.n_experts + cfg.experts_per_token * per_mlp
+
+
+def active_param_count(cfg: GPTConfig) -> int:
+    """Parameters a token uses: :func:`config_param_count` minus the experts it is not routed to.
+
+    Equal to the total for a dense model; for a mixture of experts (Mixtral: about 13B of 47B)
+    it removes ``n_layers * (n_experts - experts_per_token)`` SwiGLU experts (Chapter 14).
+    """
+    total = config_param_count(cfg)
+    if not cfg.n_experts:
+        return total
+    inactive = cfg.n_layers * (cfg.n_experts - cfg.experts_per_token) * 3 * cfg.d_model * cfg.ff
+    return total - inactive

@@ -5,6 +5,9 @@ for (batch, time, features) inputs as one 2-D matmul over (batch*time,
 features). On XLA:CPU the default gradient of a 3-D ``einsum`` materialised a
 transposed copy of the activations, which cost more than the matmul itself
 (see Chapter 7 and ``benchmarks/bench_gpt.py``).
+
+``RMSNorm`` is the normalisation of today's open models (Llama, Qwen, Mistral;
+Chapter 14): LayerNorm without the mean and without the bias.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx import rnglib
 
-__all__ = ["Dense", "Dropout", "dense"]
+__all__ = ["Dense", "Dropout", "RMSNorm", "dense"]
 
 _CONTRACT_ROWS = (((0,), (0,)), ((), ()))
 
@@ -121,3 +124,36 @@ class Dropout(nnx.Dropout):
         halves = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(shape)
         mask = halves < jnp.uint16(min(round(keep * 65536), 65535))
         return jax.lax.select(mask, inputs / jnp.asarray(keep, inputs.dtype), jnp.zeros_like(inputs))
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square normalisation ``y = x / sqrt(mean(x^2) + eps) * scale`` (Zhang & Sennrich, 2019; Chapter 14).
+
+    LayerNorm without subtracting the mean and without a bias: one reduction
+    instead of two. Llama 2/3, Qwen2/3, Mistral and Mixtral normalise with it
+    (Qwen3 also on each query/key head, ``qk_norm``). The statistics are taken in
+    float32 and the result is cast back to the input's dtype, as Hugging Face's
+    ``LlamaRMSNorm`` does.
+
+    Args:
+        dim: size of the last axis, which is normalised.
+        eps: added to the mean square (Llama 2: 1e-5; Llama 3, Qwen: 1e-6).
+
+    Parameter: ``scale`` ``(dim,)``, initialised to ones (the name of LayerNorm's gain in ``nnx.LayerNorm``).
+    """
+
+    def __init__(self, dim: int, *, eps: float = 1e-6) -> None:
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"RMSNorm needs a positive dimension, got {dim!r}")
+        if not eps > 0:
+            raise ValueError(f"RMSNorm's eps must be positive, got {eps}")
+        self.dim = dim
+        self.eps = float(eps)
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"RMSNorm expected inputs with last axis {self.dim}, got shape {tuple(x.shape)}")
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)

@@ -103,18 +103,31 @@ def rope_frequencies(head_dim: int, base: float = 10_000.0) -> jax.Array:
     return base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
-    """Rotate ``x`` ``(B, T, H, D)`` by its positions (RoPE, Chapter 6).
+def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0, scale: float = 1.0) -> jax.Array:
+    """Rotate ``x`` ``(B, T, H, D)`` by its positions (RoPE, Chapter 6; scaling, Chapter 14).
 
     Dimension ``i`` is paired with ``i + D/2`` (the "rotate half" layout of
-    GPT-NeoX and LLaMA) and each pair is rotated by ``position * freq_i``.
+    GPT-NeoX and of Hugging Face's Llama, Qwen and Mistral) and each pair is
+    rotated by ``(position / scale) * freq_i``.
     ``positions``: ``(T,)`` or ``(B, T)``, integer or float.
+
+    ``base`` sets the slowest frequency: Llama 2 uses 10 000, Llama 3 500 000,
+    Qwen2/3 1 000 000 (larger bases for longer contexts). ``scale > 1`` is position
+    interpolation (Chen et al., 2023): a model trained on ``T`` positions sees
+    ``T * scale`` positions squeezed into the angles it was trained on, so
+    ``apply_rope(x, p, scale=s) == apply_rope(x, p / s)`` (Hugging Face's
+    ``rope_scaling={"type": "linear", "factor": s}``).
     """
     if x.ndim != 4:
         raise ValueError(f"apply_rope expects (batch, time, heads, head_dim), got {x.shape}")
+    if not scale > 0:
+        raise ValueError(f"apply_rope's scale must be positive, got {scale}")
     half = x.shape[-1] // 2
     freqs = rope_frequencies(x.shape[-1], base)
-    angles = jnp.asarray(positions, jnp.float32)[..., None] * freqs  # (T, D/2) or (B, T, D/2)
+    pos = jnp.asarray(positions, jnp.float32)
+    if scale != 1.0:
+        pos = pos / scale
+    angles = pos[..., None] * freqs  # (T, D/2) or (B, T, D/2)
     if angles.ndim == 2:
         angles = angles[None]
     cos = jnp.cos(angles)[:, :, None, :]

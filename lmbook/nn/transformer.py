@@ -11,6 +11,13 @@ a final LayerNorm and an output layer. Each block takes and returns a
 decoding; the parameter names follow GPT-2 (``attn.qkv``, ``attn.out``,
 ``mlp_in``, ``mlp_out``, ``norm1``, ``norm2``) so its weights load directly
 (use ``activation="gelu_tanh"`` for GPT-2).
+
+Chapter 14 adds the switches of today's open models, all off by default:
+RMSNorm (``norm_type``), a gated MLP (``gated_mlp``: SwiGLU with
+``activation="silu"``, parameters ``mlp_gate``, ``mlp_in`` = up, ``mlp_out`` = down),
+grouped-query attention (``n_kv_heads``), wider heads (``head_size``), QK-norm,
+biases on the query/key/value projection only (``qkv_bias``), RoPE position
+interpolation (``rope_scale``) and sliding-window attention (``sliding_window``).
 """
 
 from __future__ import annotations
@@ -23,16 +30,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmbook.nn.attention import KVCache, MultiHeadAttention, check_heads, padding_mask
-from lmbook.nn.layers import Dense, Dropout
+from lmbook.nn.attention import KVCache, MultiHeadAttention, check_heads, check_kv_heads, check_window, padding_mask
+from lmbook.nn.layers import Dense, Dropout, RMSNorm
 from lmbook.nn.positional import LearnedPositions, SinusoidalPositions
 
-__all__ = ["MaskedLanguageModel", "TransformerBlock", "TransformerConfig", "TransformerEncoder", "attention_maps"]
+__all__ = [
+    "MaskedLanguageModel", "TransformerBlock", "TransformerConfig", "TransformerEncoder", "attention_maps", "make_norm",
+]
 
 _ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
 }
 
 
@@ -52,11 +62,20 @@ class TransformerConfig:
         causal: each position sees only itself and earlier positions (decoders).
         positional: ``"sinusoidal"``, ``"learned"``, ``"rope"`` or ``"none"``.
         max_len: longest sequence the positional table holds.
-        activation: ``"gelu"``, ``"gelu_tanh"`` (GPT-2) or ``"relu"``.
+        activation: ``"gelu"``, ``"gelu_tanh"`` (GPT-2), ``"relu"`` or ``"silu"`` (SwiGLU's gate).
         use_bias: biases in the dense layers.
-        layer_norm_eps: LayerNorm's epsilon.
+        layer_norm_eps: the epsilon of the norms (LayerNorm or RMSNorm).
         rope_base: RoPE's frequency base.
         attention_backend: ``"lmbook"`` or ``"jax"`` (see ``MultiHeadAttention``).
+        norm_type: ``"layernorm"`` or ``"rmsnorm"`` (:class:`~lmbook.nn.layers.RMSNorm`; Llama, Qwen, Mistral).
+        gated_mlp: ``mlp_out(act(mlp_gate(x)) * mlp_in(x))`` (Shazeer, 2020); with ``"silu"``
+            it is SwiGLU (Llama, Qwen, Mistral), with ``"gelu_tanh"`` GeGLU (Gemma).
+        n_kv_heads: key/value heads (``None`` = ``n_heads``; grouped-query attention, see ``MultiHeadAttention``).
+        head_size: width of each head (``None`` = ``d_model // n_heads``; Qwen3 uses wider heads).
+        qkv_bias: biases on the query/key/value projection (``None`` = ``use_bias``; Qwen2: True).
+        qk_norm: RMSNorm on each query and key head before RoPE (Qwen3).
+        rope_scale: RoPE position interpolation: positions are divided by it.
+        sliding_window: each query sees only the last ``sliding_window`` positions (Mistral).
     """
 
     vocab_size: int | None = None
@@ -75,10 +94,18 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-5
     rope_base: float = 10_000.0
     attention_backend: Literal["lmbook", "jax"] = "lmbook"
+    norm_type: Literal["layernorm", "rmsnorm"] = "layernorm"
+    gated_mlp: bool = False
+    n_kv_heads: int | None = None
+    head_size: int | None = None
+    qkv_bias: bool | None = None
+    qk_norm: bool = False
+    rope_scale: float = 1.0
+    sliding_window: int | None = None
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.d_model // self.n_heads if self.head_size is None else self.head_size
 
     @property
     def mlp_dim(self) -> int:
@@ -90,7 +117,21 @@ class TransformerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        check_heads(self.d_model, self.n_heads)
+        if self.head_size is None:
+            check_heads(self.d_model, self.n_heads)
+        elif isinstance(self.head_size, bool) or not isinstance(self.head_size, int) or self.head_size < 1:
+            raise ValueError(f"head_size must be a positive integer (or None for d_model // n_heads), "
+                             f"got {self.head_size!r}")
+        if self.n_kv_heads is not None:
+            check_kv_heads(self.n_heads, self.n_kv_heads)
+        check_window(self.sliding_window)
+        if self.norm_type not in ("layernorm", "rmsnorm"):
+            raise ValueError(f"norm_type must be 'layernorm' or 'rmsnorm', got {self.norm_type!r}")
+        if not self.rope_scale > 0:
+            raise ValueError(f"rope_scale must be positive, got {self.rope_scale}")
+        if self.rope_scale != 1.0 and self.positional != "rope":
+            raise ValueError(f"rope_scale={self.rope_scale} scales RoPE, but positional={self.positional!r}; "
+                             "set positional='rope' or leave rope_scale at 1.0")
         if need_vocab and (self.vocab_size is None or self.vocab_size < 1):
             raise ValueError(f"vocab_size must be a positive integer for a model with embeddings, got {self.vocab_size!r}")
         if self.mlp_ratio <= 0 or self.mlp_dim < 1:
@@ -111,6 +152,15 @@ class TransformerConfig:
         if self.attention_backend not in ("lmbook", "jax"):
             raise ValueError(f"attention_backend must be 'lmbook' or 'jax', got {self.attention_backend!r}")
         return self
+
+
+def make_norm(kind: str, dim: int, eps: float, *, rngs: nnx.Rngs) -> nnx.Module:
+    """``nnx.LayerNorm`` (``kind="layernorm"``) or :class:`~lmbook.nn.layers.RMSNorm` (``"rmsnorm"``) of width ``dim``."""
+    if kind == "layernorm":
+        return nnx.LayerNorm(dim, epsilon=eps, rngs=rngs)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=eps)
+    raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {kind!r}")
 
 
 class TransformerBlock(nnx.Module):
@@ -138,16 +188,31 @@ class TransformerBlock(nnx.Module):
             rope=cfg.positional == "rope",
             rope_base=cfg.rope_base,
             backend=cfg.attention_backend,
+            n_kv_heads=cfg.n_kv_heads,
+            head_dim=cfg.head_size,
+            qkv_bias=cfg.qkv_bias,
+            qk_norm=cfg.qk_norm,
+            norm_eps=cfg.layer_norm_eps,
+            rope_scale=cfg.rope_scale,
+            window=cfg.sliding_window,
         )
-        self.norm1 = nnx.LayerNorm(d, epsilon=cfg.layer_norm_eps, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(d, epsilon=cfg.layer_norm_eps, rngs=rngs)
+        self.norm1 = make_norm(cfg.norm_type, d, cfg.layer_norm_eps, rngs=rngs)
+        self.norm2 = make_norm(cfg.norm_type, d, cfg.layer_norm_eps, rngs=rngs)
         self.mlp_in = Dense(d, cfg.mlp_dim, use_bias=cfg.use_bias, rngs=rngs)
         self.mlp_out = Dense(cfg.mlp_dim, d, use_bias=cfg.use_bias, rngs=rngs)
         self.dropout = Dropout(cfg.dropout, rngs=rngs)
+        self.mlp_gate = Dense(d, cfg.mlp_dim, use_bias=cfg.use_bias, rngs=rngs) if cfg.gated_mlp else None
 
     def mlp(self, x: jax.Array) -> jax.Array:
-        """The position-wise feed-forward network ``Dense -> activation -> Dense``."""
-        return self.mlp_out(_ACTIVATIONS[self.config.activation](self.mlp_in(x)))
+        """The position-wise feed-forward network ``Dense -> activation -> Dense``.
+
+        Gated (``gated_mlp``): ``mlp_out(activation(mlp_gate(x)) * mlp_in(x))``, i.e. SwiGLU's
+        ``down(silu(gate(x)) * up(x))``.
+        """
+        act = _ACTIVATIONS[self.config.activation]
+        if self.mlp_gate is None:
+            return self.mlp_out(act(self.mlp_in(x)))
+        return self.mlp_out(act(self.mlp_gate(x)) * self.mlp_in(x))
 
     def __call__(
         self,
@@ -196,7 +261,7 @@ class TransformerEncoder(nnx.Module):
             self.positions = None
         self.dropout = Dropout(cfg.dropout, rngs=rngs)
         self.blocks = nnx.List([TransformerBlock(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
-        self.final_norm = nnx.LayerNorm(cfg.d_model, epsilon=cfg.layer_norm_eps, rngs=rngs) if cfg.norm == "pre" else None
+        self.final_norm = make_norm(cfg.norm_type, cfg.d_model, cfg.layer_norm_eps, rngs=rngs) if cfg.norm == "pre" else None
 
     def __call__(self, tokens: jax.Array, valid: jax.Array | None = None) -> jax.Array:
         if tokens.ndim != 2:

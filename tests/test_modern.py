@@ -16,8 +16,13 @@ from lmbook.nn.attention import KVCache, MultiHeadAttention, causal_mask, dot_pr
 from lmbook.nn.gpt import GPT, GPTConfig, active_param_count, config_param_count, flops_per_token, param_count
 from lmbook.nn.layers import RMSNorm
 from lmbook.nn.positional import apply_rope
+from lmbook.scale import kv_cache_bytes
 
 TINY = dict(vocab_size=11, context=12, n_layers=2, n_heads=4, d_model=16)
+
+# Compiled once per shape: a tiny model's forward pass costs less compiled than run op by op.
+_forward = nnx.jit(lambda model, tokens: model(tokens))
+_forward_cached = nnx.jit(lambda model, tokens, cache: model(tokens, cache=cache))
 
 
 def _tokens(shape, vocab=11, seed=0):
@@ -32,6 +37,16 @@ def _modern(**kw):
     return GPTConfig(**fields)
 
 
+def _build(cfg, seed=0):
+    return nnx.jit(lambda: GPT(cfg, rngs=nnx.Rngs(seed)))()
+
+
+@pytest.fixture(scope="module")
+def modern():
+    """Every switch at once: GQA, RoPE, a sliding window of 3, QK-norm, qkv biases, SwiGLU, RMSNorm."""
+    return _build(_modern(sliding_window=3, qk_norm=True, qkv_bias=True))
+
+
 def test_rmsnorm_matches_float64_numpy():
     x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32) * 3
     norm = RMSNorm(8, eps=1e-5)
@@ -44,9 +59,8 @@ def test_rmsnorm_matches_float64_numpy():
         norm(jnp.ones((2, 4)))
 
 
-def test_swiglu_block_mlp_matches_numpy():
-    model = GPT(_modern(), rngs=nnx.Rngs(0))
-    block = model.blocks[0]
+def test_swiglu_block_mlp_matches_numpy(modern):
+    block = modern.blocks[0]
     x = np.random.default_rng(1).normal(size=(2, 3, 16))
     wg, wu, wd = (np.asarray(layer.kernel[...], np.float64) for layer in (block.mlp_gate, block.mlp_in, block.mlp_out))
     assert wg.shape == wu.shape == (16, 24) and wd.shape == (24, 16)
@@ -90,35 +104,30 @@ def test_grouped_query_module_equals_multi_head_module_with_repeated_weights():
 
 
 def test_defaults_reproduce_the_gpt2_model():
-    old = GPT(GPTConfig(**TINY), rngs=nnx.Rngs(0))
-    same = GPT(GPTConfig(**TINY, n_kv_heads=4, norm="layernorm", mlp="gelu", positions="learned", qkv_bias=True),
-               rngs=nnx.Rngs(0))
+    old = _build(GPTConfig(**TINY))
+    same = _build(GPTConfig(**TINY, n_kv_heads=4, norm="layernorm", mlp="gelu", positions="learned", qkv_bias=True))
     a, b = nnx.state(old, nnx.Param), nnx.state(same, nnx.Param)
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(x, y)
     tokens = _tokens((2, 7))
-    np.testing.assert_array_equal(old(tokens), same(tokens))
+    np.testing.assert_array_equal(_forward(old, tokens), _forward(same, tokens))
     assert set(nnx.to_pure_dict(a)["blocks"][0]) == {"attn", "norm1", "norm2", "mlp_in", "mlp_out"}
 
 
-@pytest.mark.parametrize("window", [None, 3])
-def test_cached_equals_uncached_for_gqa_rope_window(window):
-    model = GPT(_modern(sliding_window=window, qk_norm=True, qkv_bias=True), rngs=nnx.Rngs(0))
+def test_cached_equals_uncached_for_gqa_rope_window(modern):
     tokens = _tokens((2, 9), seed=1)
-    full = model(tokens)
-    cache = model.init_cache(2)
+    full = _forward(modern, tokens)
+    cache = modern.init_cache(2)
     assert cache[0].k.shape == (2, 12, 2, 4)
     pieces = []
     for chunk in (tokens[:, :4], tokens[:, 4:5], tokens[:, 5:]):
-        logits, cache = model(chunk, cache=cache)
+        logits, cache = _forward_cached(modern, chunk, cache)
         pieces.append(logits)
     np.testing.assert_allclose(jnp.concatenate(pieces, 1), full, rtol=1e-5, atol=1e-5)
-    if window is None:
-        return
-    prompt = tokens[:, :3]  # generate's compiled loop, cached and uncached (once: each compile takes seconds)
-    cached = generate(model, prompt, 6, temperature=0.0)
-    plain = generate(model, prompt, 6, temperature=0.0, use_cache=False)
+    prompt = tokens[:, :3]
+    cached = generate(modern, prompt, 6, temperature=0.0)
+    plain = generate(modern, prompt, 6, temperature=0.0, use_cache=False)
     np.testing.assert_array_equal(cached.tokens, plain.tokens)
 
 
@@ -141,47 +150,46 @@ def test_rope_scale_is_rope_at_scaled_positions():
     x = jnp.asarray(np.random.default_rng(5).normal(size=(1, 6, 2, 8)), jnp.float32)
     pos = jnp.arange(6)
     np.testing.assert_allclose(apply_rope(x, pos, 500.0, scale=4.0), apply_rope(x, pos / 4.0, 500.0), atol=1e-6)
-    model = GPT(_modern(rope_scale=2.0, rope_base=100.0), rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: GPT(_modern(rope_scale=2.0, rope_base=100.0), rngs=nnx.Rngs(0)))
     attn = model.blocks[0].attn
     assert (attn.rope_scale, attn.rope_base) == (2.0, 100.0)
 
 
-def test_rope_model_runs_past_its_context_only_when_asked():
-    model = GPT(_modern(), rngs=nnx.Rngs(0))
+def test_rope_model_runs_past_its_context_only_when_asked(modern):
     long = _tokens((1, 20))
-    cache = model.init_cache(1, 20)
-    logits, _ = model(long, cache=cache)
-    np.testing.assert_allclose(logits, model(long), rtol=1e-5, atol=1e-5)
-    assert model.init_cache(1)[0].max_len == 12
+    logits, _ = _forward_cached(modern, long, modern.init_cache(1, 20))
+    np.testing.assert_allclose(logits, _forward(modern, long), rtol=1e-5, atol=1e-5)
+    assert modern.init_cache(1)[0].max_len == 12
     with pytest.raises(ValueError, match="exceeds the model's context"):
-        GPT(GPTConfig(**TINY), rngs=nnx.Rngs(0)).init_cache(1, 20)
+        nnx.eval_shape(lambda: GPT(GPTConfig(**TINY), rngs=nnx.Rngs(0))).init_cache(1, 20)
 
 
 def test_cache_bytes_shrink_with_kv_heads():
     sizes = {}
     for kv in (4, 2, 1):
-        model = GPT(_modern(n_kv_heads=kv), rngs=nnx.Rngs(0))
+        model = nnx.eval_shape(lambda: GPT(_modern(n_kv_heads=kv), rngs=nnx.Rngs(0)))  # init_cache needs no weights
         cache = model.init_cache(3, 10)
         sizes[kv] = sum(c.nbytes for c in cache)
         assert sizes[kv] == 2 * 2 * 3 * 10 * kv * 4 * 4  # layers * (k, v) * batch * positions * heads * dim * bytes
     assert sizes[4] == 2 * sizes[2] == 4 * sizes[1]
+    assert kv_cache_bytes(_modern(n_kv_heads=1), 3, 10) == sizes[1]
     assert KVCache.init(1, 5, 2, 3, jnp.bfloat16).nbytes == 2 * 5 * 2 * 3 * 2
 
 
 def test_qk_norm_wider_heads_and_qkv_bias_parameters():
-    model = GPT(_modern(qk_norm=True, qkv_bias=True, head_dim=8, n_kv_heads=1), rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: GPT(_modern(qk_norm=True, qkv_bias=True, head_dim=8, n_kv_heads=1),
+                                       rngs=nnx.Rngs(0)))  # shapes only; Qwen3's forward is in test_hf_convert
     attn = model.blocks[0].attn
     assert attn.qkv.kernel.shape == (16, (4 + 2) * 8) and attn.qkv.bias.shape == (48,)
     assert attn.out.kernel.shape == (32, 16) and attn.out.bias is None
     assert attn.q_norm.scale.shape == attn.k_norm.scale.shape == (8,)
     assert model.wpe is None and model.head is not None
     assert isinstance(model.ln_f, RMSNorm)
-    assert model(_tokens((1, 5))).shape == (1, 5, 11)
 
 
 def test_param_and_flop_counts():
     cfg = _modern()
-    model = GPT(cfg, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
     d, ff, hd = 16, 24, 4
     block = d * (4 + 2 * 2) * hd + 4 * hd * d + 3 * d * ff + 2 * d
     assert param_count(model) == config_param_count(cfg) == 2 * 11 * d + 2 * block + d

@@ -1,12 +1,17 @@
 """lmbook.nn.moe: Mixtral routing and the dropless experts against float64 NumPy, the balancing loss, gradients."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.generate import generate
+from lmbook.nn.gpt import GPT, GPTConfig, gpt_loss
 from lmbook.nn.moe import MoEMLP, RouterStats, balance_loss, expert_fractions, expert_load, route, router_stats
+from lmbook.train import TrainConfig, Trainer
 
 D, F, E = 8, 12, 4
 
@@ -157,7 +162,8 @@ def test_gradients_match_a_dense_reference_and_reach_the_router():
     def dense_reference(model, x):
         gates, experts, _ = model.route(x)
         weights = jnp.sum(jax.nn.one_hot(experts, E) * gates[..., None], -2)  # (..., E), zero off the top k
-        h = jax.nn.silu(jnp.einsum("btd,edf->btef", x, model.w_gate[...])) * jnp.einsum("btd,edf->btef", x, model.w_up[...])
+        gate, up = (jnp.einsum("btd,edf->btef", x, w[...]) for w in (model.w_gate, model.w_up))
+        h = jax.nn.silu(gate) * up
         return jnp.einsum("btef,efd,bte->btd", h, model.w_down[...], weights)
 
     @nnx.jit
@@ -207,3 +213,69 @@ def test_errors_name_the_fix():
         _layer()(jnp.zeros((2, 7)))
     with pytest.raises(ValueError, match="no MoEMLP layer"):
         router_stats(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+# ------------------------------------------------------------------ the mixture of experts inside GPT
+MOE_GPT = GPTConfig(vocab_size=11, context=8, n_layers=1, n_heads=2, d_model=16, d_ff=16, n_experts=4,
+                    experts_per_token=2)
+
+
+def _batch(seed=0, b=4):
+    w = np.random.default_rng(seed).integers(0, MOE_GPT.vocab_size, (b, MOE_GPT.context + 1))
+    return jnp.asarray(w[:, :-1]), jnp.asarray(w[:, 1:])
+
+
+def test_gpt_blocks_hold_the_experts_and_the_trainer_records_their_load():
+    model = GPT(MOE_GPT, rngs=nnx.Rngs(0))
+    moe = model.blocks[0].moe
+    assert model.blocks[0].mlp_in is None and (moe.n_experts, moe.top_k, moe.gated) == (4, 2, True)
+    assert moe.w_down[...].shape == (4, 16, 16) and moe.router.kernel[...].shape == (16, 4)
+    batches = [_batch(s) for s in range(4)]
+    loss0, first = nnx.jit(gpt_loss)(model, batches[0])
+    # Trained with recomputed (remat) blocks: the statistics leave nnx.remat, jit, grad and scan as well.
+    remat = GPT(dataclasses.replace(MOE_GPT, remat=True), rngs=nnx.Rngs(0))
+    cfg = TrainConfig(progress=False, steps=4, steps_per_call=4, learning_rate=1e-2)
+    h = Trainer(remat, gpt_loss, cfg).fit(batches)
+    m = h.metrics
+    assert len(m["ce"]) == 4 and h.loss[0] == pytest.approx(float(loss0), rel=1e-5)
+    assert all(m[k][0] == pytest.approx(float(v), rel=1e-5, abs=1e-7) for k, v in first.items())
+    np.testing.assert_allclose(h.loss, np.add(m["ce"], MOE_GPT.moe_aux_weight * np.asarray(m["balance"])), rtol=1e-5)
+    np.testing.assert_allclose(sum(np.asarray(m[f"load/0/{e}"]) for e in range(4)), 1.0, rtol=1e-5)
+    assert (np.asarray(m["load/min"]) <= 0.25).all() and (np.asarray(m["load/max"]) >= 0.25).all()
+    assert m["balance"][-1] != m["balance"][0]  # the router trains
+
+
+def test_the_balancing_loss_trains_the_router_and_what_feeds_it_not_the_experts():
+    """``moe_aux_weight`` adds ``weight * grad(balance)`` to the gradient: nonzero for the router, zero for
+    the experts (they do not affect routing in the same layer) and the output layers."""
+    model = GPT(MOE_GPT, rngs=nnx.Rngs(1))
+    g = nnx.to_pure_dict(nnx.state(nnx.jit(nnx.grad(lambda m: gpt_loss(m, _batch(1))[1]["balance"]))(model), nnx.Param))
+    moe = g["blocks"][0]["moe"]
+    assert float(jnp.abs(moe["router"]["kernel"]).max()) > 0
+    assert float(jnp.abs(g["blocks"][0]["attn"]["qkv"]["kernel"]).max()) > 0  # the router's input
+    assert all(float(jnp.abs(moe[k]).max()) == 0 for k in ("w_gate", "w_up", "w_down"))
+    assert float(jnp.abs(g["ln_f"]["scale"]).max()) == 0
+    assert gpt_loss(GPT(dataclasses.replace(MOE_GPT, n_experts=0), rngs=nnx.Rngs(1)), _batch(1)).shape == ()
+
+
+def test_moe_gpt_cached_decoding_and_generate():
+    model = GPT(MOE_GPT, rngs=nnx.Rngs(2))
+    x = _batch(3, b=2)[0]
+    forward = nnx.jit(lambda m, t: m(t))
+    full = forward(model, x)
+    recorded = np.asarray(model.blocks[0].moe.load[...])
+    cache = model.init_cache(2)
+    step = nnx.jit(lambda m, t, c: m(t, cache=c))
+    logits, cache = step(model, x[:, :5], cache)
+    outs = [logits]
+    for t in range(5, MOE_GPT.context):
+        logits, cache = step(model, x[:, t : t + 1], cache)
+        outs.append(logits)
+    np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(model.blocks[0].moe.load[...]), recorded)  # decoding records nothing
+    # Greedy generation (a while loop over the cache) continues with the uncached argmax.
+    gen = generate(model, np.asarray(x[:1, :4]), 3, temperature=0).tokens[0, :7]
+    seq = np.array(x)  # causal: the logits at position t ignore the tokens after it
+    for t in range(4, 7):
+        seq[0, t] = int(np.asarray(forward(model, jnp.asarray(seq)))[0, t - 1].argmax())
+    np.testing.assert_array_equal(gen, seq[0, :7])

@@ -37,6 +37,7 @@ from flax import nnx
 
 from lmbook.nn.attention import KVCache, check_heads, check_kv_heads, check_window
 from lmbook.nn.layers import Dense, Dropout, dense
+from lmbook.nn.moe import router_stats
 from lmbook.nn.positional import LearnedPositions
 from lmbook.nn.transformer import TransformerBlock, TransformerConfig, make_norm
 
@@ -212,7 +213,7 @@ def block_config(cfg: GPTConfig) -> TransformerConfig:
     table is added to the embeddings). With ``positions="rope"`` every block rotates its
     queries and keys instead.
     """
-    activation, gated = _MLPS[cfg.mlp]
+    activation, gated = _MLPS["swiglu" if cfg.n_experts else cfg.mlp]  # Mixtral's experts are SwiGLU MLPs
     return TransformerConfig(
         vocab_size=cfg.vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
         mlp_ratio=cfg.ff / cfg.d_model, dropout=cfg.dropout, attention_dropout=cfg.dropout, norm="pre",
@@ -220,6 +221,7 @@ def block_config(cfg: GPTConfig) -> TransformerConfig:
         activation=activation, use_bias=cfg.use_bias, layer_norm_eps=cfg.layer_norm_eps, rope_base=cfg.rope_base,
         norm_type=cfg.norm, gated_mlp=gated, n_kv_heads=cfg.n_kv_heads, head_size=cfg.head_dim,
         qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm, rope_scale=cfg.rope_scale, sliding_window=cfg.sliding_window,
+        n_experts=cfg.n_experts, experts_per_token=cfg.experts_per_token,
     )
 
 
@@ -237,6 +239,8 @@ class GPT(nnx.Module):
     ``blocks[i].{norm1, attn.qkv, attn.out, norm2, mlp_in, mlp_out}`` (plus
     ``mlp_gate`` for SwiGLU, ``attn.q_norm``/``attn.k_norm`` for QK-norm), ``ln_f``
     (a LayerNorm or an RMSNorm, whatever ``cfg.norm`` says), ``head`` when untied.
+    With ``n_experts > 0`` each block's MLP is a :class:`~lmbook.nn.moe.MoEMLP`,
+    ``blocks[i].moe.{router.kernel, w_gate, w_up, w_down}`` (Mixtral's SwiGLU experts).
     """
 
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
@@ -250,13 +254,14 @@ class GPT(nnx.Module):
         else:
             self.wpe = None  # RoPE: positions enter every attention layer
         self.dropout = Dropout(cfg.dropout, rngs=rngs)
-        if cfg.n_experts:
-            raise NotImplementedError("mixture-of-experts blocks (n_experts > 0) are not wired into GPT yet")
         bcfg = block_config(cfg)
         self.blocks = nnx.List([TransformerBlock(bcfg, rngs=rngs) for _ in range(cfg.n_layers)])
         for block in self.blocks:
-            layers = [(block.attn.qkv, normal), (block.attn.out, residual), (block.mlp_in, normal),
-                      (block.mlp_out, residual)]
+            layers = [(block.attn.qkv, normal), (block.attn.out, residual)]
+            if block.moe is None:
+                layers += [(block.mlp_in, normal), (block.mlp_out, residual)]
+            else:  # the router and experts start at normal(0.02); the experts' output is a residual projection
+                block.moe.w_down[...] = residual(rngs.params(), block.moe.w_down[...].shape)
             if block.mlp_gate is not None:
                 layers.append((block.mlp_gate, normal))
             for layer, init in layers:
@@ -349,12 +354,26 @@ def _remat_block(block: TransformerBlock, x: jax.Array) -> jax.Array:
     return block(x)
 
 
-def gpt_loss(model: GPT, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """Mean next-token cross-entropy (nats) of a ``(inputs, targets)`` batch: the loss for ``lmbook.train``."""
+def gpt_loss(model: GPT, batch: tuple[jax.Array, jax.Array]) -> Any:
+    """Mean next-token cross-entropy (nats) of a ``(inputs, targets)`` batch: the loss for ``lmbook.train``.
+
+    A mixture of experts (``n_experts > 0``, Chapter 14) returns ``(ce + moe_aux_weight * balance,
+    metrics)``: ``balance`` is the layers' mean load-balancing loss (1 = uniform routing) and the
+    metrics, which :class:`lmbook.train.Trainer` records, are ``ce``, ``balance``, ``load/max`` and
+    ``load/min`` (the largest and smallest fraction of token slots any expert of any layer took;
+    ``1 / n_experts`` when balanced) and ``load/{layer}/{expert}``.
+    """
     from lmbook.metrics import cross_entropy
 
     inputs, targets = batch
-    return cross_entropy(model(inputs), targets)
+    ce = cross_entropy(model(inputs), targets)
+    cfg = getattr(model, "config", None)
+    if not getattr(cfg, "n_experts", 0):
+        return ce
+    balance, load = router_stats(model)  # recorded by the forward pass above
+    metrics = {"ce": ce, "balance": balance, "load/max": load.max(), "load/min": load.min()}
+    metrics.update({f"load/{i}/{e}": load[i, e] for i in range(load.shape[0]) for e in range(load.shape[1])})
+    return ce + cfg.moe_aux_weight * balance, metrics
 
 
 def param_count(model: nnx.Module, *, exclude_positions: bool = False) -> int:

@@ -18,21 +18,27 @@ routing and the layer compiles once. Cost: the matmuls run on at most
 ``S + E (b - 1)`` rows instead of the ``S`` active ones (so the FLOPs are those of
 the ``top_k`` active experts plus at most ``b - 1`` padding rows per expert),
 plus a sort of the ``S`` expert ids, gathers of the rows and one copy of an
-expert's weights per block. ``b`` is ``S / E`` rounded down to a power of two,
-at most 64: one row per slot when decoding a single token, 64-row blocks in
-training. (Computing all ``E`` experts on every token and zeroing the unused
-ones gives the same numbers at ``E / top_k`` times the FLOPs; ``jax.lax.ragged_dot``
-was slower still on XLA:CPU.)
+expert's weights per block. ``b`` is ``S / (2 E)`` rounded down to a power of
+two, at most 128: one row per slot when decoding a single token, 128-row blocks
+for a training batch of 1,024 tokens routed to 2 of 8 experts (fewer, larger
+blocks cost less on XLA:CPU than the padding they add). Computing all ``E``
+experts on every token and zeroing the unused ones gives the same numbers at
+``E / top_k`` times the FLOPs; ``jax.lax.ragged_dot`` was slower still on XLA:CPU.
 
 The load-balancing loss (Switch Transformer, Fedus et al., 2022; Mixtral) is
 ``E * sum_e f_e P_e``, with ``f_e`` the fraction of the ``N * top_k`` slots routed
 to expert ``e`` and ``P_e`` the mean router probability of ``e``: 1 for a perfectly
-uniform router, up to ``E`` when all tokens go to the same experts. Only ``P``
-carries a gradient. (Hugging Face's Mixtral loss counts ``f`` per slot position,
-so it is ``top_k`` times this one.) Each call records ``f`` (``layer.load``) and the
+uniform router, ``E`` when one expert takes every token and all the probability
+(top-1). Only ``P`` carries a gradient. (Hugging Face's Mixtral divides the counts
+by tokens rather than slots and pools the layers before the product: for one
+layer its value is ``top_k`` times this one.) Each call records ``f`` (``layer.load``) and the
 loss (``layer.balance``) in :class:`RouterStats` variables of fixed shape, which a
 loss function reads after the forward pass (:func:`router_stats`), also inside
-``jit`` and ``grad``.
+``jit`` and ``grad``. Like any NNX state a model updates, they must belong to the
+trace that runs the model: ``nnx.jit``/``nnx.grad`` and :class:`lmbook.train.Trainer`
+see to it; a hand-written ``jax.grad`` over ``nnx.merge(graphdef, params, rest)``
+needs fresh copies, ``rest = jax.tree.map(lambda v: v, rest)``, inside the
+differentiated function (else NNX raises ``TraceContextError``).
 """
 
 from __future__ import annotations
@@ -80,10 +86,10 @@ def balance_loss(probs: jax.Array, experts: jax.Array) -> jax.Array:
     return n_experts * jnp.sum(f * p)
 
 
-def _block_rows(n_slots: int, n_experts: int, cap: int = 64) -> int:
-    """Rows per block: ``n_slots / n_experts`` rounded down to a power of two, in ``[1, cap]``."""
-    per_expert = max(n_slots // n_experts, 1)
-    return min(cap, 1 << (per_expert.bit_length() - 1))
+def _block_rows(n_slots: int, n_experts: int, cap: int = 128) -> int:
+    """Rows per block: ``n_slots / (2 n_experts)`` rounded down to a power of two, in ``[1, cap]``."""
+    half_group = max(n_slots // (2 * n_experts), 1)
+    return min(cap, 1 << (half_group.bit_length() - 1))
 
 
 class MoEMLP(nnx.Module):
@@ -144,13 +150,15 @@ class MoEMLP(nnx.Module):
 
     def _expert_mlp(self, x: jax.Array, idx: jax.Array) -> jax.Array:
         """Blocks ``x`` ``(n, b, d_model)``, block ``i`` through expert ``idx[i]``."""
-        dtype = x.dtype
-        up = jnp.einsum("nbd,ndf->nbf", x, self.w_up[...][idx].astype(dtype))
+        def weights(w: nnx.Param) -> jax.Array:  # idx is sorted: the blocks of one expert are adjacent
+            return jnp.take(w[...], idx, axis=0, indices_are_sorted=True).astype(x.dtype)
+
+        up = jnp.einsum("nbd,ndf->nbf", x, weights(self.w_up))
         if self.gated:
-            h = jax.nn.silu(jnp.einsum("nbd,ndf->nbf", x, self.w_gate[...][idx].astype(dtype))) * up
+            h = jax.nn.silu(jnp.einsum("nbd,ndf->nbf", x, weights(self.w_gate))) * up
         else:
             h = jax.nn.gelu(up, approximate=True)
-        return jnp.einsum("nbf,nfd->nbd", h, self.w_down[...][idx].astype(dtype))
+        return jnp.einsum("nbf,nfd->nbd", h, weights(self.w_down))
 
     def _grouped_experts(self, x: jax.Array, experts: jax.Array) -> jax.Array:
         """Every (token, slot) through its expert, dropless, by a block-sparse grouped matmul."""

@@ -32,6 +32,7 @@ from flax import nnx
 
 from lmbook.nn.attention import KVCache, MultiHeadAttention, check_heads, check_kv_heads, check_window, padding_mask
 from lmbook.nn.layers import Dense, Dropout, RMSNorm
+from lmbook.nn.moe import MoEMLP
 from lmbook.nn.positional import LearnedPositions, SinusoidalPositions
 
 __all__ = [
@@ -76,6 +77,9 @@ class TransformerConfig:
         qk_norm: RMSNorm on each query and key head before RoPE (Qwen3).
         rope_scale: RoPE position interpolation: positions are divided by it.
         sliding_window: each query sees only the last ``sliding_window`` positions (Mistral).
+        n_experts: ``0`` = one MLP; ``> 0`` = a :class:`~lmbook.nn.moe.MoEMLP` of that many experts
+            of width ``mlp_dim`` (SwiGLU when ``gated_mlp``, else tanh-GELU), parameters ``moe.*``.
+        experts_per_token: experts each token is routed to (with ``n_experts > 0``).
     """
 
     vocab_size: int | None = None
@@ -102,6 +106,8 @@ class TransformerConfig:
     qk_norm: bool = False
     rope_scale: float = 1.0
     sliding_window: int | None = None
+    n_experts: int = 0
+    experts_per_token: int = 2
 
     @property
     def head_dim(self) -> int:
@@ -198,17 +204,22 @@ class TransformerBlock(nnx.Module):
         )
         self.norm1 = make_norm(cfg.norm_type, d, cfg.layer_norm_eps, rngs=rngs)
         self.norm2 = make_norm(cfg.norm_type, d, cfg.layer_norm_eps, rngs=rngs)
-        self.mlp_in = Dense(d, cfg.mlp_dim, use_bias=cfg.use_bias, rngs=rngs)
-        self.mlp_out = Dense(cfg.mlp_dim, d, use_bias=cfg.use_bias, rngs=rngs)
+        dense_mlp = not cfg.n_experts  # a mixture of experts replaces the MLP (Chapter 14)
+        self.mlp_in = Dense(d, cfg.mlp_dim, use_bias=cfg.use_bias, rngs=rngs) if dense_mlp else None
+        self.mlp_out = Dense(cfg.mlp_dim, d, use_bias=cfg.use_bias, rngs=rngs) if dense_mlp else None
         self.dropout = Dropout(cfg.dropout, rngs=rngs)
-        self.mlp_gate = Dense(d, cfg.mlp_dim, use_bias=cfg.use_bias, rngs=rngs) if cfg.gated_mlp else None
+        self.mlp_gate = Dense(d, cfg.mlp_dim, use_bias=cfg.use_bias, rngs=rngs) if cfg.gated_mlp and dense_mlp else None
+        self.moe = None if dense_mlp else MoEMLP(d, cfg.mlp_dim, cfg.n_experts, cfg.experts_per_token, rngs=rngs,
+                                                  gated=cfg.gated_mlp)
 
-    def mlp(self, x: jax.Array) -> jax.Array:
+    def mlp(self, x: jax.Array, *, record: bool = True) -> jax.Array:
         """The position-wise feed-forward network ``Dense -> activation -> Dense``.
 
         Gated (``gated_mlp``): ``mlp_out(activation(mlp_gate(x)) * mlp_in(x))``, i.e. SwiGLU's
         ``down(silu(gate(x)) * up(x))``.
         """
+        if self.moe is not None:  # records the router's statistics unless ``record=False``
+            return self.moe(x, record=record)
         act = _ACTIVATIONS[self.config.activation]
         if self.mlp_gate is None:
             return self.mlp_out(act(self.mlp_in(x)))
@@ -232,7 +243,7 @@ class TransformerBlock(nnx.Module):
         if not pre:
             x = self.norm1(x)
         h = self.norm2(x) if pre else x
-        x = x + self.dropout(self.mlp(h))
+        x = x + self.dropout(self.mlp(h, record=cache is None))  # decoding leaves a MoE's statistics alone
         if not pre:
             x = self.norm2(x)
         return x if new_cache is None else (x, new_cache)

@@ -76,9 +76,10 @@ def activation_bytes(cfg: GPTConfig, batch: int, context: int | None = None, byt
 
 
 def kv_cache_bytes(cfg: GPTConfig, batch: int, length: int | None = None, bytes_per_value: int = 4) -> int:
-    """Bytes of a key/value cache for ``batch`` sequences of ``length`` tokens: ``2 L B T d`` values."""
+    """Bytes of a key/value cache for ``batch`` sequences of ``length`` tokens: ``2 L B T d`` values
+    (``2 L B T K D`` with ``K`` key/value heads of width ``D``: grouped-query attention, Chapter 14)."""
     t = cfg.context if length is None else length
-    return int(2 * cfg.n_layers * batch * t * cfg.d_model * bytes_per_value)
+    return int(2 * cfg.n_layers * batch * t * cfg.kv_heads * cfg.attn_head_dim * bytes_per_value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ CASES = {
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=4, rope_theta=1e4)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True, rope_theta=1e6)),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=8, num_key_value_heads=1)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(num_local_experts=4, num_experts_per_tok=2)),
 }
 
 
@@ -52,15 +53,16 @@ def test_logits_and_greedy_generations_match(name):
         ref = hf(torch.as_tensor(tokens)).logits.numpy()
     np.testing.assert_allclose(model(jnp.asarray(tokens, jnp.int32)), ref, rtol=1e-4, atol=1e-4)
     prompt = tokens[:, :3]
+    hf.generation_config.eos_token_id = None  # plain greedy: no stop token (min_new_tokens would mask it instead)
     with torch.no_grad():
-        hf_out = hf.generate(torch.as_tensor(prompt), max_new_tokens=8, min_new_tokens=8, do_sample=False,
-                             pad_token_id=0).numpy()
+        hf_out = hf.generate(torch.as_tensor(prompt), max_new_tokens=8, do_sample=False, pad_token_id=0).numpy()
+    assert hf_out.shape == (2, 11)
     ours = generate(model, jnp.asarray(prompt, jnp.int32), 8, temperature=0.0)
     np.testing.assert_array_equal(ours.tokens[:, :11], hf_out)
 
 
 def test_config_fields_and_key_map():
-    cfgs = {name: config_from_hf(_hf_model(name).config) for name in ("llama", "qwen2", "qwen3", "mistral")}
+    cfgs = {name: config_from_hf(_hf_model(name).config) for name in CASES}
     assert (cfgs["llama"].rope_base, cfgs["llama"].rope_scale, cfgs["llama"].tie_embeddings) == (500.0, 2.0, False)
     assert cfgs["qwen2"].qkv_bias and not cfgs["qwen2"].use_bias and cfgs["qwen2"].tie_embeddings
     assert cfgs["qwen3"].qk_norm and cfgs["qwen3"].head_dim == 8 and cfgs["qwen3"].kv_heads == 1
@@ -69,7 +71,10 @@ def test_config_fields_and_key_map():
     assert rows["model.layers.1.self_attn.q_norm.weight"] == ("blocks[1].attn.q_norm.scale", "copy (Qwen3)")
     assert "model.layers.0.self_attn.q_proj.bias" in key_map(cfgs["qwen2"]) and "lm_head.weight" not in key_map(
         cfgs["qwen2"])
-    assert len(KEY_MAP) == 15 and config_from_hf(_hf_model("llama").config, context=8).context == 8
+    assert (cfgs["mixtral"].n_experts, cfgs["mixtral"].experts_per_token) == (4, 2)
+    mixtral_rows = key_map(cfgs["mixtral"])
+    assert "model.layers.0.mlp.experts.gate_up_proj" in mixtral_rows and not any("up_proj.w" in k for k in mixtral_rows)
+    assert len(KEY_MAP) == 18 and config_from_hf(_hf_model("llama").config, context=8).context == 8
 
 
 def test_unsupported_configs_raise():

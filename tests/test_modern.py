@@ -197,6 +197,11 @@ def test_param_and_flop_counts():
     matmul = 2 * (block - 2 * d) + d * 11
     assert flops_per_token(cfg, training=False) == 2 * matmul + 4 * 2 * 12 * 4 * hd
     assert flops_per_token(dataclasses.replace(cfg, sliding_window=5), training=False) == 2 * matmul + 4 * 2 * 5 * 16
+    moe = _modern(n_experts=4, experts_per_token=2)  # active: the router and 2 of the 4 SwiGLU experts
+    extra = 2 * (d * 4 + 3 * d * ff)  # per layer, over the dense model: the router and a second expert
+    assert active_param_count(moe) == config_param_count(cfg) + extra
+    assert config_param_count(moe) == config_param_count(cfg) + extra + 2 * 2 * 3 * d * ff
+    assert flops_per_token(moe, training=False) == flops_per_token(cfg, training=False) + 2 * extra
     baby, llama = GPTConfig.baby(), GPTConfig.llama()
     assert abs(config_param_count(llama) / config_param_count(baby) - 1) < 0.05
     assert (llama.norm, llama.mlp, llama.positions, llama.kv_heads, llama.tie_embeddings) == (

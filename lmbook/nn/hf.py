@@ -1,4 +1,4 @@
-"""Loading Hugging Face Llama, Mistral and Qwen weights into :class:`lmbook.nn.gpt.GPT` (Chapter 14).
+"""Loading Hugging Face Llama, Mistral, Qwen and Mixtral weights into :class:`lmbook.nn.gpt.GPT` (Chapter 14).
 
 Today's open decoders are the book's GPT with Chapter 14's switches on, so
 converting them, as :mod:`lmbook.nn.gpt2` does for GPT-2, is renaming, transposing
@@ -20,10 +20,17 @@ and concatenating:
 - ``rope_theta`` is ``rope_base``; linear RoPE scaling (``rope_type="linear"``) is
   ``rope_scale``. Other scalings (Llama 3's, YaRN, dynamic NTK) raise.
 - An untied ``lm_head`` becomes ``head``; a tied one is the embedding.
+- Mixtral (transformers 5's fused layout): the router ``mlp.gate.weight`` ``(E, d)``
+  becomes ``moe.router.kernel`` ``(d, E)``; ``mlp.experts.gate_up_proj``
+  ``(E, 2F, d)`` splits into the gate half and the up half, each transposed per
+  expert to ``moe.w_gate``/``moe.w_up`` ``(E, d, F)``; ``mlp.experts.down_proj``
+  ``(E, d, F)`` becomes ``moe.w_down`` ``(E, F, d)``. (transformers 4 stored one
+  ``w1``/``w2``/``w3`` per expert instead; convert those with transformers 5.)
 
 Functions: :func:`config_from_hf`, :func:`from_hf`, :func:`key_map` / :data:`KEY_MAP`
 (the table Chapter 14 prints). Supported: ``LlamaForCausalLM``,
-``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``. Tested against
+``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
+``MixtralForCausalLM``. Tested against
 random tiny models built from configs in ``tests/test_hf_convert.py``.
 """
 
@@ -40,7 +47,8 @@ from lmbook.nn.gpt2 import _materialise, _to_numpy
 
 __all__ = ["ARCHITECTURES", "KEY_MAP", "config_from_hf", "from_hf", "key_map"]
 
-ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MixtralForCausalLM")
+_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral")
 
 _L = "model.layers.{i}."
 _A = _L + "self_attn."
@@ -59,6 +67,10 @@ KEY_MAP: tuple[tuple[str, str, str], ...] = (
     (_L + "mlp.gate_proj.weight", "blocks[i].mlp_gate.kernel", "transpose (SwiGLU gate)"),
     (_L + "mlp.up_proj.weight", "blocks[i].mlp_in.kernel", "transpose (SwiGLU up)"),
     (_L + "mlp.down_proj.weight", "blocks[i].mlp_out.kernel", "transpose (SwiGLU down)"),
+    (_L + "mlp.gate.weight", "blocks[i].moe.router.kernel", "transpose (Mixtral router)"),
+    (_L + "mlp.experts.gate_up_proj", "blocks[i].moe.w_gate, blocks[i].moe.w_up",
+     "split into halves, transpose each expert (Mixtral)"),
+    (_L + "mlp.experts.down_proj", "blocks[i].moe.w_down", "transpose each expert (Mixtral)"),
     ("model.norm.weight", "ln_f.scale", "copy (RMSNorm)"),
     ("lm_head.weight", "head.kernel", "transpose; skipped when tied to the embedding"),
 )
@@ -91,7 +103,7 @@ def _window(hf_config: Any) -> int | None:
 
 
 def config_from_hf(hf_config: Any, *, context: int | None = None) -> GPTConfig:
-    """The :class:`GPTConfig` of a ``transformers`` Llama, Mistral, Qwen2 or Qwen3 config (Chapter 14).
+    """The :class:`GPTConfig` of a ``transformers`` Llama, Mistral, Qwen2, Qwen3 or Mixtral config (Chapter 14).
 
     ``context`` defaults to ``max_position_embeddings`` (Llama 3: 131 072); it is the
     length :func:`lmbook.generate.generate` sizes its KV cache for, so pass a smaller
@@ -99,8 +111,8 @@ def config_from_hf(hf_config: Any, *, context: int | None = None) -> GPTConfig:
     """
     arch = (getattr(hf_config, "architectures", None) or [None])[0]
     model_type = getattr(hf_config, "model_type", None)
-    if model_type not in ("llama", "mistral", "qwen2", "qwen3"):
-        raise ValueError(f"config_from_hf supports the model types llama, mistral, qwen2, qwen3 ({ARCHITECTURES}); "
+    if model_type not in _MODEL_TYPES:
+        raise ValueError(f"config_from_hf supports the model types {', '.join(_MODEL_TYPES)} ({ARCHITECTURES}); "
                          f"got {model_type!r} ({arch}). GPT-2 has its own loader, lmbook.nn.gpt2.")
     if getattr(hf_config, "hidden_act", "silu") != "silu":
         raise ValueError(f"lmbook's SwiGLU uses SiLU; this config uses {hf_config.hidden_act!r}")
@@ -115,6 +127,9 @@ def config_from_hf(hf_config: Any, *, context: int | None = None) -> GPTConfig:
         if attn_bias != bool(getattr(hf_config, "mlp_bias", False)):
             raise ValueError("attention_bias and mlp_bias differ; GPTConfig.use_bias sets both")
         fields["use_bias"] = attn_bias
+    if model_type == "mixtral":
+        fields.update(n_experts=int(hf_config.num_local_experts), experts_per_token=int(hf_config.num_experts_per_tok),
+                      moe_aux_weight=float(getattr(hf_config, "router_aux_loss_coef", 0.01)))
     return GPTConfig(
         vocab_size=int(hf_config.vocab_size),
         context=int(context if context is not None else hf_config.max_position_embeddings),
@@ -148,6 +163,8 @@ def key_map(cfg: GPTConfig) -> dict[str, tuple[str, str]]:
             continue
         if hf_key == "lm_head.weight" and cfg.tie_embeddings:
             continue
+        if ("mlp.gate." in hf_key or "experts" in hf_key) != bool(cfg.n_experts) and ".mlp." in hf_key:
+            continue  # the dense MLP's rows or the experts' rows
         keys = [hf_key.replace("{q,k,v}", p) for p in "qkv"] if "{q,k,v}" in hf_key else [hf_key]
         layers = range(cfg.n_layers) if "{i}" in hf_key else [None]
         for i in layers:
@@ -164,7 +181,7 @@ def _qkv_bias(cfg: GPTConfig) -> bool:
 
 
 def from_hf(hf_model_or_state_dict: Any, hf_config: Any = None, *, context: int | None = None) -> GPT:
-    """A :class:`GPT` holding the weights of a Hugging Face Llama, Mistral, Qwen2 or Qwen3 model (Chapter 14).
+    """A :class:`GPT` holding the weights of a Hugging Face Llama, Mistral, Qwen2, Qwen3 or Mixtral model (Chapter 14).
 
     Args:
         hf_model_or_state_dict: a ``*ForCausalLM`` model, or its ``state_dict()``
@@ -204,6 +221,14 @@ def from_hf(hf_model_or_state_dict: Any, hf_config: Any = None, *, context: int 
             values[b + ("attn", "q_norm", "scale")] = get(a + "q_norm.weight")
             values[b + ("attn", "k_norm", "scale")] = get(a + "k_norm.weight")
         m = _L.format(i=i) + "mlp."
+        if cfg.n_experts:
+            f = cfg.ff
+            gate_up = get(m + "experts.gate_up_proj")  # (E, 2F, d): the gate rows, then the up rows
+            values[b + ("moe", "router", "kernel")] = tr(m + "gate.weight")
+            values[b + ("moe", "w_gate")] = gate_up[:, :f].transpose(0, 2, 1)
+            values[b + ("moe", "w_up")] = gate_up[:, f:].transpose(0, 2, 1)
+            values[b + ("moe", "w_down")] = get(m + "experts.down_proj").transpose(0, 2, 1)
+            continue
         for name, hf_name in (("mlp_gate", "gate_proj"), ("mlp_in", "up_proj"), ("mlp_out", "down_proj")):
             values[b + (name, "kernel")] = tr(m + hf_name + ".weight")
             if cfg.use_bias:

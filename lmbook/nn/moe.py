@@ -38,7 +38,9 @@ loss function reads after the forward pass (:func:`router_stats`), also inside
 trace that runs the model: ``nnx.jit``/``nnx.grad`` and :class:`lmbook.train.Trainer`
 see to it; a hand-written ``jax.grad`` over ``nnx.merge(graphdef, params, rest)``
 needs fresh copies, ``rest = jax.tree.map(lambda v: v, rest)``, inside the
-differentiated function (else NNX raises ``TraceContextError``).
+differentiated function. Where they cannot be updated (a ``lax`` loop over a model
+built outside it, as the decoding loops do) the layer leaves them alone, and
+:func:`router_stats` called there raises ``ValueError`` rather than return stale values.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import errors, nnx
 
 from lmbook.nn.layers import Dense
 
@@ -142,8 +144,11 @@ class MoEMLP(nnx.Module):
         x2 = x.reshape(-1, self.d_model)
         gates, experts, probs = self.route(x2)
         if record:
-            self.load[...] = expert_fractions(experts, self.n_experts)
-            self.balance[...] = balance_loss(probs, experts)
+            try:
+                self.load[...] = expert_fractions(experts, self.n_experts)
+                self.balance[...] = balance_loss(probs, experts)
+            except errors.TraceContextError:  # inside a loop over a model from outside it (decoding): left alone
+                pass
         y = self._grouped_experts(x2, experts)  # (N, top_k, d_model): each token's output from each chosen expert
         y = jnp.einsum("nkd,nk->nd", y, gates.astype(dtype))
         return y.reshape(shape)
@@ -193,11 +198,21 @@ def router_stats(model: nnx.Module) -> tuple[jax.Array, jax.Array]:
 
     ``balance`` is the mean of the layers' balancing losses (1 when every layer routes
     uniformly); ``load`` ``(n_layers, E)`` holds each layer's ``f_e`` (rows sum to 1).
-    Raises ``ValueError`` when the model has no mixture-of-experts layer.
+    Raises ``ValueError`` when the model has no mixture-of-experts layer, or when the
+    current trace cannot have recorded the statistics (see the module docstring).
     """
     layers = _moe_layers(model)
     if not layers:
         raise ValueError("the model has no MoEMLP layer (set n_experts > 0 in its config)")
+    try:
+        for m in layers:  # a no-op write: can this trace have recorded them?
+            m.balance[...] = m.balance[...]
+    except errors.TraceContextError:
+        raise ValueError(
+            "the router statistics belong to an outer trace, so the forward pass in this one could not record "
+            "them; merge the model inside the transformed function from fresh state "
+            "(rest = jax.tree.map(lambda v: v, rest)) or use nnx.jit / nnx.grad / lmbook.train.Trainer"
+        ) from None
     return jnp.mean(jnp.stack([m.balance[...] for m in layers])), jnp.stack([m.load[...] for m in layers])
 
 

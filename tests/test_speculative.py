@@ -7,6 +7,7 @@ everything (in the same compiled program as (b)); (e) errors. The reference is t
 (2023, Algorithm 1) and Chen et al. (2023, Algorithm 2), written here in NumPy.
 """
 
+import dataclasses
 import itertools
 
 import jax
@@ -87,25 +88,24 @@ def test_first_tokens_follow_the_target_exactly_by_enumeration():
     np.testing.assert_allclose(joint, exact, rtol=0, atol=1e-14)
 
 
-def _peaked_gpt(n_layers: int, seed: int) -> GPT:
-    """A random small GPT (9 tokens, context 16) whose next-token distributions are far from uniform."""
-    cfg = GPTConfig(vocab_size=9, context=16, n_layers=n_layers, n_heads=2, d_model=16, tie_embeddings=False)
-    model = GPT(cfg, rngs=nnx.Rngs(seed))
-    model.head.kernel[...] = model.head.kernel[...] * 25
-    return model
-
-
-@pytest.fixture(scope="module")
-def pair():
-    """A 2-layer target and a 1-layer draft: the target's embeddings, first block, final norm and output
-    layer, the latter perturbed (so that the two often agree, but not always)."""
-    target = _peaked_gpt(2, 0)
-    draft = _peaked_gpt(1, 1)
+def _target_and_draft(**kw) -> tuple[GPT, GPT]:
+    """A random 2-layer target (9 tokens, context 16) with far-from-uniform next-token distributions, and
+    a 1-layer draft made of its embeddings, first block, final norm and output layer, the latter perturbed
+    (so that the two often agree, but not always)."""
+    cfg = GPTConfig(vocab_size=9, context=16, n_layers=2, n_heads=2, d_model=16, tie_embeddings=False, **kw)
+    target = GPT(cfg, rngs=nnx.Rngs(0))
+    target.head.kernel[...] = target.head.kernel[...] * 25
+    draft = GPT(dataclasses.replace(cfg, n_layers=1), rngs=nnx.Rngs(1))
     state = nnx.to_pure_dict(nnx.state(target))
     state["blocks"] = {0: state["blocks"][0]}
     nnx.update(draft, state)
     draft.head.kernel[...] += 0.25 * jax.random.normal(jax.random.key(7), draft.head.kernel.shape)
     return target, draft
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return _target_and_draft()
 
 
 def _filtered(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarray:
@@ -153,8 +153,11 @@ def test_many_draws_follow_the_targets_joint_distribution(pair):
     assert np.all(counts[:, 0] == counts[:, 1]) and counts[:, 1].min() > 0
 
 
-def test_greedy_equals_the_targets_greedy_generate(pair):
-    target, draft = pair
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_greedy_equals_the_targets_greedy_generate(pair, arch):
+    # llama: RMSNorm, SwiGLU, RoPE and a KV cache of one key/value head for two query heads (Chapter 14)
+    target, draft = pair if arch == "gpt2" else _target_and_draft(
+        norm="rmsnorm", mlp="swiglu", positions="rope", n_kv_heads=1, d_ff=32, use_bias=False)
     spec = speculative_generate(target, draft, [1, 2, 3], 13, k=3, temperature=0)
     plain = generate(target, [1, 2, 3], 13, temperature=0)
     np.testing.assert_array_equal(spec.row(), plain.row())

@@ -157,7 +157,7 @@ def speculative_generate(
             recycled as in ``generate``'s window shift.
         k: draft tokens proposed per target call (``k >= 1``).
         temperature: ``0`` is greedy; both models' logits are divided by it.
-        top_k: keep the ``k`` most likely tokens of both models before sampling;
+        top_k: keep the ``top_k`` most likely tokens of both models before sampling;
             the guarantee is then for the target's filtered distribution.
         seed: seeds the random draws (proposals, acceptance tests, corrections).
     """
@@ -175,12 +175,6 @@ def speculative_generate(
     if getattr(target, "prefix_length", 0) or getattr(draft, "prefix_length", 0):
         raise TypeError("speculative_generate does not support decoders with a prefix (prefix_length > 0)")
     limit = min(_context(target), _context(draft))
-    rows = np.asarray(prompt)
-    if rows.ndim == 2 and rows.shape[0] != 1:
-        raise ValueError(
-            f"speculative_generate decodes one sequence at a time (batch size 1), got a batch of {rows.shape[0]} "
-            "prompts; call it once per prompt"
-        )
     tokens, lengths = _prepare_prompts(prompt, limit)
     if tokens.shape[0] != 1:
         raise ValueError(
@@ -303,10 +297,9 @@ def _speculate(t_graph, t_state, d_graph, d_state, buf, n0, stop, key, temperatu
         b = jax.lax.dynamic_update_slice_in_dim(b, nxt[None], n, axis=0)
         return n + 1, b, t_cache, d_cache, rng, counts + jnp.array([0, 0, 1], jnp.int32)
 
-    def body(carry):
-        return jax.lax.cond(carry[0] + k <= limit, speculate, single, carry)
-
     rng0 = jax.random.bits(key, (4,), jnp.uint32)
     carry = (n0, buf, t_cache0, d_cache0, rng0, jnp.zeros((3,), jnp.int32))
-    n, b, _, _, _, counts = jax.lax.while_loop(lambda c: c[0] < stop, body, carry)
+    # two loops rather than a branch per iteration (a branch can copy the caches on XLA:CPU)
+    carry = jax.lax.while_loop(lambda c: (c[0] < stop) & (c[0] + k <= limit), speculate, carry)
+    n, b, _, _, _, counts = jax.lax.while_loop(lambda c: c[0] < stop, single, carry)
     return b, jnp.minimum(n, stop), counts

@@ -8,15 +8,15 @@ arguments. Four instruction tasks, each with a reference answer and a way to sco
 * ``sentiment``: a review sentence -> "positive" / "negative", in one word or in a
   sentence, as the instruction asks (checkable: label and format);
 * ``translate``: a German caption -> its English caption (Multi30k);
-* ``summarise``: a short synthetic report whose facts are spread over its sentences ->
+* ``summarise``: a short synthetic report whose facts are spread over its two sentences ->
   a one-sentence summary composed from them, so copying the first sentence (lead-1) is a
   real but beatable baseline.
 
 Dialogues add a second user turn that refers to the first ("Add 7 to that."), and
 preference pairs have a *known* true preference (a correct vs an incorrect sum, a reply
 that follows vs ignores a format instruction), so win rates are measured, not judged.
-Splits are disjoint by construction: arithmetic by operand pair, sentences and captions by
-source row (Multi30k's own train / val / test split for captions).
+Splits are disjoint by construction: arithmetic by operand pair, sentences by source row,
+captions by Multi30k's own train / val / test split, reports by (name, city) combination.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content":
 _SPLIT_SEED = 15  # fixes which rows belong to which split, whatever seed draws the samples
 _FRACTIONS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
 _LABELS = ("negative", "positive")
-_ONE_WORD = "Answer in one word."
-_SENTENCE = "Answer in a full sentence."
+_ONE_WORD = "One word."
+_SENTENCE = "Full sentence."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +109,12 @@ def _pairs(split: Split, max_operand: int) -> list[tuple[int, int]]:
     return [pairs[i] for i in _split_rows(len(pairs), split)]
 
 
-def arithmetic_facts(split: Split = "train", *, max_operand: int = 50) -> list[str]:
+def arithmetic_facts(split: Split = "train", *, max_operand: int = 30) -> list[str]:
     """Every sum of the split as plain text, ``"23+45=68"`` (pre-training text; no test pair leaks)."""
     return [f"{a}+{b}={a + b}" for a, b in _pairs(split, max_operand)]
 
 
-def arithmetic_tasks(split: Split, n: int, *, seed: int = 0, max_operand: int = 50) -> list[Example]:
+def arithmetic_tasks(split: Split, n: int, *, seed: int = 0, max_operand: int = 30) -> list[Example]:
     """``n`` addition questions of ``a + b`` with ``0 <= a, b < max_operand``; the reference is the sum."""
     rng = np.random.default_rng(seed)
     out = []
@@ -134,7 +134,7 @@ def _sentiment_reply(label: int, fmt: str) -> str:
     return _LABELS[label] if fmt == "one_word" else f"The review is {_LABELS[label]}."
 
 
-def sentiment_tasks(split: Split, n: int, *, seed: int = 0, max_chars: int = 70,
+def sentiment_tasks(split: Split, n: int, *, seed: int = 0, max_chars: int = 50,
                     formats: tuple[str, ...] = ("one_word", "sentence")) -> list[Example]:
     """Label a review sentence; the instruction asks for one word or for a full sentence."""
     rng = np.random.default_rng(seed + 1)
@@ -142,19 +142,19 @@ def sentiment_tasks(split: Split, n: int, *, seed: int = 0, max_chars: int = 70,
     for text, label in _pick(_sentences(split, max_chars), n, seed):
         fmt = formats[rng.integers(len(formats))]
         instruction = _ONE_WORD if fmt == "one_word" else _SENTENCE
-        question = f"Is this review positive or negative? {instruction}\n{text}"
+        question = f"Review: {text}\nPositive or negative? {instruction}"
         out.append(Example("sentiment", _user(question), _sentiment_reply(label, fmt),
                            {"label": label, "format": fmt, "text": text}))
     return out
 
 
 # ---------------------------------------------------------------- translation
-def translation_tasks(split: Split, n: int, *, seed: int = 0, max_chars: int = 60) -> list[Example]:
+def translation_tasks(split: Split, n: int, *, seed: int = 0, max_chars: int = 40) -> list[Example]:
     """Translate a German Multi30k caption to English (Multi30k's own splits)."""
     de, en = multi30k(split)
     seen = set() if split == "train" else set(multi30k("train")[0])   # a few captions recur across splits
     rows = [(d, e) for d, e in zip(de, en) if len(d) <= max_chars and len(e) <= max_chars and d not in seen]
-    return [Example("translate", _user(f"Translate to English:\n{d}"), e) for d, e in _pick(rows, n, seed)]
+    return [Example("translate", _user(f"To English: {d}"), e) for d, e in _pick(rows, n, seed)]
 
 
 # ---------------------------------------------------------------- summarisation
@@ -165,26 +165,24 @@ _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Su
 _THINGS = ("birds", "boats", "bikes", "trees", "dogs", "cars", "kites", "tents")
 
 
-def summarisation_tasks(split: Split, n: int, *, seed: int = 0, max_caption: int = 45) -> list[Example]:
-    """Summarise a three-sentence report in one sentence.
+def summarisation_tasks(split: Split, n: int, *, seed: int = 0) -> list[Example]:
+    """Summarise a two-sentence report in one sentence.
 
-    The report is ``"{name} visited {city} on {day}. {caption} {name} counted {k} {things} there."``
-    (the middle sentence is a Multi30k caption: a distractor). The reference,
-    ``"{name} counted {k} {things} in {city} on {day}."``, joins facts from the first and last
-    sentences, so lead-1 shares some words with it and misses others. Names, cities and days
-    are drawn from fixed lists; captions come from Multi30k's split.
+    The report is ``"{name} visited {city} on {day}. {name} counted {k} {things} there."`` and the
+    reference ``"{name} counted {k} {things} in {city} on {day}."`` joins facts from both sentences,
+    so lead-1 shares some words with it and misses others. The split fixes which (name, city)
+    combinations a split may use, so test reports pair names and cities never seen together in training.
     """
-    _, en = multi30k(split)
-    captions = [c for c in en if len(c) <= max_caption and c.endswith(".")]
+    combos = [(name, city) for name in _NAMES for city in _CITIES]
+    rows = [combos[i] for i in _split_rows(len(combos), split)]
     rng = np.random.default_rng(seed + 2)
     out = []
-    for caption in _pick(captions, n, seed):
-        name, city = _NAMES[rng.integers(len(_NAMES))], _CITIES[rng.integers(len(_CITIES))]
+    for _ in range(n):
+        name, city = rows[rng.integers(len(rows))]
         day, things, k = _DAYS[rng.integers(len(_DAYS))], _THINGS[rng.integers(len(_THINGS))], int(rng.integers(2, 20))
-        report = f"{name} visited {city} on {day}. {caption} {name} counted {k} {things} there."
+        report = f"{name} visited {city} on {day}. {name} counted {k} {things} there."
         reference = f"{name} counted {k} {things} in {city} on {day}."
-        out.append(Example("summarise", _user(f"Summarise in one sentence:\n{report}"), reference,
-                           {"report": report}))
+        out.append(Example("summarise", _user(f"Summarise: {report}"), reference, {"report": report}))
     return out
 
 
@@ -205,7 +203,7 @@ def instruction_tasks(split: Split, n_per_task: int | dict[str, int], *, seed: i
     return [out[i] for i in order]
 
 
-def dialogues(split: Split, n: int, *, seed: int = 0, max_operand: int = 50) -> list[Example]:
+def dialogues(split: Split, n: int, *, seed: int = 0, max_operand: int = 30) -> list[Example]:
     """Two-turn conversations whose second question refers to the first answer.
 
     Half arithmetic (``"What is 23+45?" -> "68"``, then ``"Add 7 to that." -> "75"``), half
@@ -258,7 +256,7 @@ def _wrong_sum(answer: int, rng: np.random.Generator) -> int:
 
 
 def preference_pairs(split: Split, n: int, *, seed: int = 0, kinds: dict[str, float] | None = None,
-                     max_operand: int = 50) -> list[PreferencePair]:
+                     max_operand: int = 30) -> list[PreferencePair]:
     """``n`` preference pairs whose true order is known (``true_reward(chosen) > true_reward(rejected)``).
 
     Kinds (``kinds`` maps each to its share; default equal shares):

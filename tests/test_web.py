@@ -46,6 +46,8 @@ def test_bad_input_is_refused_with_a_message():
         web.next_token_explorer(["x"], ["a", "b"], np.ones((1, 3)))
     with pytest.raises(ValueError, match="kind"):
         web.explorer_html("sliders", {})
+    with pytest.raises(ValueError, match="has 1 replies"):
+        web.dialogue_explorer([[{"role": "user", "content": "a"}]] * 2, {"m": ["x"]})
 
 
 def test_html_is_self_contained():
@@ -71,6 +73,10 @@ def _page(tmp_path: Path) -> Path:
         web.embedding_explorer(words, vectors, vectors[:, :2], word="w3", groups={"g": ["w1", "w2"]}),
         web.attention_explorer(sentences, maps),
         web.next_token_explorer(["to be", "or not"], vocab, logits, generations=gens),
+        web.dialogue_explorer([[{"role": "user", "content": "2+2?"}],
+                               [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
+                                {"role": "user", "content": "Add 3 to that."}]],
+                              {"base": ["2+2=4\n", ""], "SFT": ["4", "5"]}, scores={"base": [0.0, None], "SFT": [1.0, 1.0]}),
     ]
     path = tmp_path / "chapters" / "page.html"
     path.parent.mkdir()
@@ -84,7 +90,7 @@ def test_every_explorer_works_in_a_real_browser(tmp_path):
     path = _page(tmp_path)
     done, problems = check_explorers.check_pages([path])[path]
     assert problems == []
-    assert [d.split(":")[0] for d in done] == ["embedding", "attention", "next_token"]
+    assert [d.split(":")[0] for d in done] == ["embedding", "attention", "next_token", "dialogue"]
 
 
 @pytest.mark.skipif(check_explorers.chromium_path() is None, reason="needs Chromium (apt-get install chromium)")
@@ -95,3 +101,6 @@ def test_the_browser_check_catches_a_wrong_display(tmp_path):
     path.write_text(path.read_text().replace("v / state.temperature", "v * state.temperature"))
     _, problems = check_explorers.check_pages([path])[path]
     assert any(p.startswith("next_token") for p in problems)
+    path.write_text(path.read_text().replace("data.replies[k][state.p]", "data.replies[k][0]"))
+    _, problems = check_explorers.check_pages([path])[path]
+    assert any(p.startswith("dialogue") for p in problems)

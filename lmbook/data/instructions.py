@@ -115,10 +115,13 @@ def arithmetic_facts(split: Split = "train", *, max_operand: int = 30) -> list[s
 
 
 def arithmetic_tasks(split: Split, n: int, *, seed: int = 0, max_operand: int = 30) -> list[Example]:
-    """``n`` addition questions of ``a + b`` with ``0 <= a, b < max_operand``; the reference is the sum."""
+    """``n`` addition questions of ``a + b`` with ``0 <= a, b < max_operand``; the reference is the sum.
+
+    When ``n`` exceeds the split's pairs, every pair is used (with another phrasing) before any repeats."""
     rng = np.random.default_rng(seed)
+    pairs = _pairs(split, max_operand)
     out = []
-    for a, b in _pick(_pairs(split, max_operand), n, seed):
+    for a, b in _pick(pairs * -(-n // len(pairs)), n, seed):
         question = _ARITH_TEMPLATES[rng.integers(len(_ARITH_TEMPLATES))].format(a=a, b=b)
         out.append(Example("arithmetic", _user(question), str(a + b), {"a": a, "b": b}))
     return out
@@ -207,8 +210,8 @@ def dialogues(split: Split, n: int, *, seed: int = 0, max_operand: int = 30) -> 
     """Two-turn conversations whose second question refers to the first answer.
 
     Half arithmetic (``"What is 23+45?" -> "68"``, then ``"Add 7 to that." -> "75"``), half
-    sentiment (a one-word label, then ``"Say it in a full sentence." -> "The review is
-    positive."``). ``prompt`` holds the first exchange and the follow-up; ``reference`` the
+    sentiment (a one-word label for a sentence of at most 40 characters, then ``"Say it in a full
+    sentence." -> "The review is positive."``). ``prompt`` holds the first exchange and the follow-up; ``reference`` the
     second answer.
     """
     n_arith = n // 2
@@ -218,7 +221,7 @@ def dialogues(split: Split, n: int, *, seed: int = 0, max_operand: int = 30) -> 
         k = int(rng.integers(1, 10))
         prompt = (*ex.conversation, {"role": "user", "content": f"Add {k} to that."})
         out.append(Example("dialogue_arithmetic", prompt, str(int(ex.reference) + k), {**ex.meta, "k": k}))
-    for ex in sentiment_tasks(split, n - n_arith, seed=seed, formats=("one_word",)):
+    for ex in sentiment_tasks(split, n - n_arith, seed=seed, formats=("one_word",), max_chars=40):
         prompt = (*ex.conversation, {"role": "user", "content": "Say it in a full sentence."})
         out.append(Example("dialogue_sentiment", prompt, _sentiment_reply(ex.meta["label"], "sentence"), ex.meta))
     order = np.random.default_rng(seed).permutation(len(out))

@@ -46,6 +46,8 @@ def test_bad_input_is_refused_with_a_message():
         web.next_token_explorer(["x"], ["a", "b"], np.ones((1, 3)))
     with pytest.raises(ValueError, match="kind"):
         web.explorer_html("sliders", {})
+    with pytest.raises(ValueError, match="has 1 replies"):
+        web.dialogue_explorer([[{"role": "user", "content": "a"}]] * 2, {"m": ["x"]})
 
 
 def test_html_is_self_contained():
@@ -71,6 +73,10 @@ def _page(tmp_path: Path) -> Path:
         web.embedding_explorer(words, vectors, vectors[:, :2], word="w3", groups={"g": ["w1", "w2"]}),
         web.attention_explorer(sentences, maps),
         web.next_token_explorer(["to be", "or not"], vocab, logits, generations=gens),
+        web.dialogue_explorer([[{"role": "user", "content": "2+2?"}],
+                               [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
+                                {"role": "user", "content": "Add 3 to that."}]],
+                              {"base": ["2+2=4\n", ""], "SFT": ["4", "5"]}, scores={"base": [0.0, None], "SFT": [1.0, 1.0]}),
     ]
     path = tmp_path / "chapters" / "page.html"
     path.parent.mkdir()
@@ -85,10 +91,14 @@ def test_every_explorer_works_in_a_real_browser_and_a_wrong_display_fails(tmp_pa
     # the check is not vacuous: an explorer whose script computes the wrong thing fails it
     wrong = good.with_name("wrong.html")
     wrong.write_text(good.read_text().replace("v / state.temperature", "v * state.temperature"))
-    assert wrong.read_text() != good.read_text()
-    results = check_explorers.check_pages([good, wrong])  # one browser for both pages
+    wrong_dialogue = good.with_name("wrong_dialogue.html")
+    wrong_dialogue.write_text(good.read_text().replace("data.replies[k][state.p]", "data.replies[k][0]"))
+    assert wrong.read_text() != good.read_text() != wrong_dialogue.read_text()
+    results = check_explorers.check_pages([good, wrong, wrong_dialogue])  # one browser for all pages
     done, problems = results[good]
     assert problems == []
-    assert [d.split(":")[0] for d in done] == ["embedding", "attention", "next_token"]
+    assert [d.split(":")[0] for d in done] == ["embedding", "attention", "next_token", "dialogue"]
     _, problems = results[wrong]
     assert any(p.startswith("next_token") for p in problems)
+    _, problems = results[wrong_dialogue]
+    assert any(p.startswith("dialogue") for p in problems)

@@ -120,7 +120,29 @@ def check_next_token(page: Any, root: Any, data: dict) -> str:
     return f"prompt {p}, T=0.7 k=10 p=0.9: top {label!r} p={probs[top]:.4f}, kept {(probs > 0).sum()}"
 
 
-CHECKS = {"embedding": check_embedding, "attention": check_attention, "next_token": check_next_token}
+def check_dialogue(page: Any, root: Any, data: dict) -> str:
+    p = len(data["conversations"]) - 1
+    before = root.locator(".lmb-result").text_content()
+    _set(page, root, "prompt", p)
+    shown = root.locator(".lmb-result").text_content()
+    assert shown != before or p == 0, "choosing another prompt did not change the view"
+    turns = root.locator(".lmb-turn")
+    conv = data["conversations"][p]
+    assert turns.count() == len(conv), f"{turns.count()} turns shown, the conversation has {len(conv)}"
+    for k, m in enumerate(conv):
+        assert turns.nth(k).get_attribute("data-role") == m["role"], f"turn {k} shows the wrong role"
+        assert turns.nth(k).text_content() == f"{m['role']}: {m['content']}", f"turn {k} shows the wrong text"
+    rows = root.locator("tr.lmb-reply")
+    assert rows.count() == len(data["models"]), f"{rows.count()} reply rows for {len(data['models'])} models"
+    for k, name in enumerate(data["models"]):
+        want = data["replies"][k][p] or "\u2205"
+        got = rows.nth(k).locator(".lmb-text").text_content()
+        assert got == want, f"{name}'s reply shows {got!r}, the data says {want!r}"
+    return f"prompt {p}: {len(conv)} turns, {len(data['models'])} models' replies as in the data"
+
+
+CHECKS = {"embedding": check_embedding, "attention": check_attention, "next_token": check_next_token,
+          "dialogue": check_dialogue}
 
 
 # Errors that Jupyter Book 1's own theme raises on every page of a file:// site, with or

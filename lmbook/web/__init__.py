@@ -4,7 +4,7 @@ An explorer is one self-contained HTML output: the chapter's numbers as JSON
 (arrays quantised and base64-encoded to keep pages small), the small script
 beside this file that draws it, and nothing fetched from the network. The same
 output works in the published static book, in Jupyter and in Colab, with no
-kernel behind the page (Chapters 3, 6 and 7).
+kernel behind the page (Chapters 3, 6, 7 and 15).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["attention_explorer", "embedding_explorer", "explorer_html", "next_token_explorer", "pack"]
+__all__ = ["attention_explorer", "dialogue_explorer", "embedding_explorer", "explorer_html", "next_token_explorer",
+           "pack"]
 
-_ENTRY = {"embedding": "lmbEmbedding", "attention": "lmbAttention", "next_token": "lmbNextToken"}
+_ENTRY = {"embedding": "lmbEmbedding", "attention": "lmbAttention", "next_token": "lmbNextToken",
+          "dialogue": "lmbDialogue"}
 
 
 def pack(array: Any, dtype: str) -> str:
@@ -158,3 +160,36 @@ def next_token_explorer(
             raise ValueError("generations['texts'] must be a (temperatures x top_ps) grid of strings")
         data["generations"] = {k: list(v) for k, v in generations.items()}
     return _Explorer("next_token", data, title)
+
+
+def dialogue_explorer(
+    conversations: Sequence[Sequence[Mapping[str, str]]],
+    replies: Mapping[str, Sequence[str]],
+    *,
+    scores: Mapping[str, Sequence[float | None]] | None = None,
+    title: str = "Dialogue explorer",
+) -> _Explorer:
+    """Several models' replies to the same conversations, browsed in the page (Chapter 15).
+
+    ``conversations[i]`` is a list of messages ``{"role", "content"}`` ending with a user turn;
+    ``replies[name][i]`` is model ``name``'s reply to it (precomputed by the chapter), and
+    ``scores[name][i]`` an optional score of that reply (``None`` where there is none).
+    """
+    if not conversations:
+        raise ValueError("need at least one conversation")
+    for name, texts in replies.items():
+        if len(texts) != len(conversations):
+            raise ValueError(f"model {name!r} has {len(texts)} replies for {len(conversations)} conversations")
+    for i, conv in enumerate(conversations):
+        if not conv or any(set(m) != {"role", "content"} for m in conv):
+            raise ValueError(f"conversation {i} must be a non-empty list of {{'role', 'content'}} messages")
+    models = list(replies)
+    data = {
+        "conversations": [[{"role": m["role"], "content": m["content"]} for m in conv] for conv in conversations],
+        "models": models, "replies": [list(map(str, replies[m])) for m in models], "scores": None,
+    }
+    if scores is not None:
+        if set(scores) != set(models) or any(len(scores[m]) != len(conversations) for m in models):
+            raise ValueError("scores needs one score (or None) per conversation for every model")
+        data["scores"] = [[None if v is None else float(v) for v in scores[m]] for m in models]
+    return _Explorer("dialogue", data, title)

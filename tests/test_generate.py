@@ -363,3 +363,12 @@ def test_prompt_ids_outside_the_vocabulary_are_named(model):
         beam_search(model, [3, 9], 2, beam_size=2)
     # Padding of shorter rows is not a prompt token; ids at the edges are fine.
     assert generate(model, [[8, 0, 8], [0]], 2, temperature=0.0, pad_token=99).tokens.shape[0] == 2
+
+
+def test_a_buffer_shorter_than_the_context_needs_no_cache_rebuild():
+    """max_len below context - window_shift compiles (the rebuild branch is left out) and changes nothing."""
+    model = GPT(GPTConfig(vocab_size=11, context=16, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0))
+    prompt = np.array([[1, 2, 3]])
+    short = generate(model, prompt, max_new_tokens=3, temperature=0.0, max_len=6)
+    default = generate(model, prompt, max_new_tokens=3, temperature=0.0)
+    np.testing.assert_array_equal(short.tokens, default.tokens)

@@ -145,3 +145,14 @@ def test_collectives_are_counted_from_hlo_text():
 """
     assert collectives(text) == {"all-gather": (1, 16 + 32), "all-reduce": (1, 128 * 384 * 4),
                                  "reduce-scatter": (1, 64)}
+
+
+def test_param_formula_refuses_the_modern_block_and_memory_counts_it_exactly():
+    cfg = GPTConfig(vocab_size=50, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, norm="rmsnorm", mlp="swiglu",
+                    positions="rope", use_bias=False, tie_embeddings=False)
+    with pytest.raises(ValueError, match="config_param_count"):
+        param_count_formula(cfg)
+    n = param_count(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))
+    assert memory_breakdown(cfg, 2, optimizer="sgd").params == 4 * n
+    same_as_gpt2 = GPTConfig(vocab_size=50, n_layers=2, d_model=32, n_heads=4, n_kv_heads=4, qkv_bias=True)
+    assert param_count_formula(same_as_gpt2) == param_count(nnx.eval_shape(lambda: GPT(same_as_gpt2, rngs=nnx.Rngs(0))))

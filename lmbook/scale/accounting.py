@@ -20,7 +20,7 @@ import dataclasses
 import time
 from typing import Any
 
-from lmbook.nn.gpt import GPTConfig, flops_per_token
+from lmbook.nn.gpt import GPTConfig, config_param_count, flops_per_token
 
 __all__ = [
     "MemoryBreakdown",
@@ -41,7 +41,15 @@ OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
 def param_count_formula(cfg: GPTConfig) -> int:
     """Parameters of a GPT by formula (Chapter 11): embeddings ``V d + T d``; per block ``4 d^2 + 2 d f``
     weights, ``5 d + f`` biases and ``4 d`` LayerNorm parameters; a final LayerNorm ``2 d``; an untied
-    output layer ``d V``."""
+    output layer ``d V``.
+
+    The formula is GPT-2's block; for the modern options of Chapter 14 (RMSNorm, SwiGLU, grouped-query
+    attention, RoPE, QK-norm, experts) it raises, and :func:`lmbook.nn.gpt.config_param_count` counts.
+    """
+    changed = _modern_options(cfg)
+    if changed:
+        raise ValueError(f"param_count_formula counts GPT-2's block; this config changes {', '.join(changed)}: "
+                         "count it with lmbook.nn.gpt.config_param_count(cfg)")
     d, f, layers = cfg.d_model, cfg.ff, cfg.n_layers
     bias = cfg.use_bias
     attn = 4 * d * d + (4 * d if bias else 0)          # fused QKV (d x 3d) + output (d x d)
@@ -49,6 +57,20 @@ def param_count_formula(cfg: GPTConfig) -> int:
     norms = 2 * 2 * d                                  # two LayerNorms: scale and offset
     head = 0 if cfg.tie_embeddings else d * cfg.vocab_size
     return cfg.vocab_size * d + cfg.context * d + layers * (attn + mlp + norms) + 2 * d + head
+
+
+def _modern_options(cfg: GPTConfig) -> list[str]:
+    """The fields of ``cfg`` that differ from GPT-2's block in a way that changes the parameter count."""
+    gpt2 = GPTConfig(d_model=cfg.d_model, n_heads=cfg.n_heads, use_bias=cfg.use_bias)
+    fields = ("norm", "mlp", "positions", "qk_norm", "n_experts")
+    changed = [f"{name}={getattr(cfg, name)!r}" for name in fields if getattr(cfg, name) != getattr(gpt2, name)]
+    if cfg.kv_heads != cfg.n_heads:
+        changed.append(f"n_kv_heads={cfg.n_kv_heads}")
+    if cfg.attn_head_dim != cfg.d_model // cfg.n_heads:
+        changed.append(f"head_dim={cfg.head_dim}")
+    if cfg.qkv_bias is not None and cfg.qkv_bias != cfg.use_bias:
+        changed.append(f"qkv_bias={cfg.qkv_bias}")
+    return changed
 
 
 def train_flops(cfg: GPTConfig, tokens: float) -> float:
@@ -108,7 +130,10 @@ def memory_breakdown(cfg: GPTConfig, batch: int, *, optimizer: str = "adamw", pa
     """
     if optimizer not in OPTIMIZER_COPIES:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZER_COPIES)}")
-    n = param_count_formula(cfg) if n_params is None else int(n_params)
+    if n_params is not None:
+        n = int(n_params)
+    else:
+        n = config_param_count(cfg) if _modern_options(cfg) else param_count_formula(cfg)
     return MemoryBreakdown(params=n * param_bytes, grads=n * param_bytes,
                            optimizer=OPTIMIZER_COPIES[optimizer] * n * param_bytes,
                            activations=activation_bytes(cfg, batch, bytes_per_value=compute_bytes))

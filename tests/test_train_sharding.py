@@ -179,3 +179,15 @@ def test_layouts_match_one_device_and_shard_as_declared(eight_devices):
     for layout in ("dp", "fsdp", "tp"):
         assert f"{layout} LOSS_OK" in proc.stdout, log
     assert "RESTORE_OK" in proc.stdout, log
+
+
+def test_tensor_parallel_splits_the_swiglu_gate_like_the_up_projection():
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    from lmbook.train.sharding import layout_rules, spec_for
+
+    mesh, rules = jax.sharding.AbstractMesh((1, 2), ("data", "model")), layout_rules("tp")
+    for leaf, shape in (("kernel", (16, 32)), ("bias", (32,))):
+        gate = spec_for(f"blocks/0/mlp_gate/{leaf}", shape, mesh, rules)
+        assert gate == spec_for(f"blocks/0/mlp_in/{leaf}", shape, mesh, rules) != P(), (leaf, gate)

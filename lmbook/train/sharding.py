@@ -72,6 +72,8 @@ TENSOR_PARALLEL: tuple[Rule, ...] = (
     (r"attn/out/kernel$", P("model", None)),  # row parallel: partial sums, then an all-reduce
     (r"mlp_in/kernel$", P(None, "model")),    # column parallel
     (r"mlp_in/bias$", P("model")),
+    (r"mlp_gate/kernel$", P(None, "model")),  # SwiGLU's gate (Chapter 14): split like mlp_in, so the product stays local
+    (r"mlp_gate/bias$", P("model")),
     (r"mlp_out/kernel$", P("model", None)),   # row parallel
     (r"(^|/)wte$", P("model", None)),         # vocabulary-parallel embedding (when the vocabulary divides)
     (r"(^|/)head/kernel$", P(None, "model")),

@@ -28,6 +28,7 @@ KEY_TERMS = [
     "KV cache", "sequence to sequence", "teacher forcing", "cross-attention", "BLEU", "calibration",
     "contamination", "pre-training", "fine-tuning", "LoRA", "quantisation", "deduplication",
     "differential privacy", "interpretability", "scaling law", "data parallelism", "tensor parallelism",
+    "instruction tuning", "loss mask", "reward model", "DPO", "GRPO", "reward hacking",
 ]
 
 

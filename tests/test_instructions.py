@@ -1,5 +1,6 @@
 """The instruction, dialogue and preference data of Chapter 15 (lmbook.data.instructions)."""
 
+import numpy as np
 import pytest
 
 from lmbook.data import instructions as ins
@@ -67,3 +68,18 @@ def test_preference_pairs_are_right_by_construction():
         assert ins.true_reward(p.example, p.chosen) > ins.true_reward(p.example, p.rejected)
     skewed = ins.preference_pairs("train", 40, seed=0, kinds={"sentence": 3, "correct": 1})
     assert [p.kind for p in skewed].count("sentence") == 30
+
+
+@needs_data
+def test_format_noise_flips_the_asked_format_of_a_share_of_references():
+    clean = ins.sentiment_tasks("train", 400, seed=2)
+    noisy = ins.sentiment_tasks("train", 400, seed=2, format_noise=0.4)
+    assert [ex.prompt for ex in clean] == [ex.prompt for ex in noisy]        # same questions, same formats asked
+    ignored = [not ex.meta["followed"] for ex in noisy]
+    assert 0.3 < np.mean(ignored) < 0.5
+    for c, n, bad in zip(clean, noisy, ignored):
+        assert (n.reference != c.reference) == bad
+        assert ins.true_reward(n, n.reference) == (0.5 if bad else 1.0)      # right label; format kept or ignored
+    assert all(ex.meta["followed"] for ex in clean)
+    with pytest.raises(ValueError):
+        ins.sentiment_tasks("train", 4, format_noise=1.5)

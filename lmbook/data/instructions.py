@@ -138,16 +138,25 @@ def _sentiment_reply(label: int, fmt: str) -> str:
 
 
 def sentiment_tasks(split: Split, n: int, *, seed: int = 0, max_chars: int = 50,
-                    formats: tuple[str, ...] = ("one_word", "sentence")) -> list[Example]:
-    """Label a review sentence; the instruction asks for one word or for a full sentence."""
+                    formats: tuple[str, ...] = ("one_word", "sentence"), format_noise: float = 0.0) -> list[Example]:
+    """Label a review sentence; the instruction asks for one word or for a full sentence.
+
+    ``format_noise`` is the share of references that ignore the asked format (a sentence where one
+    word was asked, or the reverse), as careless demonstrators would write them; their label is
+    still right and ``meta["followed"]`` is False. The true reward still asks for the format.
+    """
+    if not 0.0 <= format_noise <= 1.0:
+        raise ValueError(f"format_noise must be in [0, 1], got {format_noise}")
     rng = np.random.default_rng(seed + 1)
+    noise = np.random.default_rng(seed + 5).random(n) < format_noise
     out = []
-    for text, label in _pick(_sentences(split, max_chars), n, seed):
+    for (text, label), ignored in zip(_pick(_sentences(split, max_chars), n, seed), noise):
         fmt = formats[rng.integers(len(formats))]
         instruction = _ONE_WORD if fmt == "one_word" else _SENTENCE
         question = f"Review: {text}\nPositive or negative? {instruction}"
-        out.append(Example("sentiment", _user(question), _sentiment_reply(label, fmt),
-                           {"label": label, "format": fmt, "text": text}))
+        written = ("sentence" if fmt == "one_word" else "one_word") if ignored else fmt
+        out.append(Example("sentiment", _user(question), _sentiment_reply(label, written),
+                           {"label": label, "format": fmt, "text": text, "followed": not ignored}))
     return out
 
 

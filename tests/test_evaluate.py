@@ -39,19 +39,24 @@ def gpt():
     return build(GPT, GPTConfig(vocab_size=13, context=8, n_layers=1, n_heads=2, d_model=16), seed=0)
 
 
+@pytest.fixture(scope="module")
+def gpt_forward(gpt):
+    """The GPT's forward pass on one window of 8 tokens, compiled once for the module (the reference)."""
+    graphdef, state = nnx.split(gpt)
+    return jax.jit(lambda x: nnx.merge(graphdef, state)(x))
+
+
 @pytest.mark.parametrize("stride", [8, 3, 1])
-def test_window_scorer_scores_each_position_in_its_first_window(gpt, stride):
+def test_window_scorer_scores_each_position_in_its_first_window(gpt, gpt_forward, stride):
     ids = np.random.default_rng(0).integers(0, 13, 30)
     scorer = ev.WindowScorer(gpt, stride=stride, batch_size=4)
     got = scorer.log_probs(ids)
     T = 8
-    graphdef, state = nnx.split(gpt)
-    forward = jax.jit(lambda x: nnx.merge(graphdef, state)(x))
     ref = []
     for p in range(1, 30):  # independent reference: the first window start j*s with j*s + T >= p
         j = max(0, math.ceil((p - T) / stride))
         start = j * stride
-        logits = np.asarray(forward(jnp.asarray(ids[None, start : start + T])))[0]
+        logits = np.asarray(gpt_forward(jnp.asarray(ids[None, start : start + T])))[0]
         ref.append(_picked(logits[p - 1 - start], ids[p]))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     full = scorer.log_distributions(ids)
@@ -62,20 +67,21 @@ def test_window_scorer_scores_each_position_in_its_first_window(gpt, stride):
         assert np.all(np.diff(starts) == 1) and np.all(first[1:] == T - 1)
 
 
-def test_window_scorer_short_sequence_equals_one_forward_pass(gpt):
+def test_window_scorer_short_sequence_equals_one_forward_pass(gpt, gpt_forward):
     ids = np.array([3, 1, 4, 1, 5])
-    logits = np.asarray(gpt(ids[None, :-1]))[0]
+    # one causal pass over the 4 inputs: the first 4 positions of a window padded to 8 (the compiled reference)
+    logits = np.asarray(gpt_forward(jnp.asarray(np.pad(ids[None, :-1], ((0, 0), (0, 4))))))[0, :4]
     np.testing.assert_allclose(ev.WindowScorer(gpt).log_probs(ids), _picked(logits, ids[1:]), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
 def lstm():
-    return RecurrentLM(11, 6, 10, rngs=nnx.Rngs(1))
+    return build(RecurrentLM, 11, 6, 10, seed=1)
 
 
 def test_recurrent_scorer_is_stateful_across_chunks_and_streams(lstm):
     ids = np.random.default_rng(1).integers(0, 11, 50)
-    ref = _picked(np.asarray(lstm(ids[None, :-1]))[0], ids[1:])   # one pass over everything
+    ref = _picked(np.asarray(nnx.jit(lambda m, x: m(x))(lstm, ids[None, :-1]))[0], ids[1:])  # one pass over everything
     np.testing.assert_allclose(ev.RecurrentScorer(lstm, chunk=7).log_probs(ids), ref, atol=1e-5)
     # three streams whose burn-in reaches back to the start see the same history: identical
     np.testing.assert_allclose(ev.RecurrentScorer(lstm, chunk=5, streams=3, burn_in=64).log_probs(ids), ref,
@@ -87,10 +93,10 @@ def test_recurrent_scorer_is_stateful_across_chunks_and_streams(lstm):
 
 
 def test_context_scorer_matches_the_mlp_on_its_windows():
-    mlp = MLPLanguageModel(9, 3, 4, 8, rngs=nnx.Rngs(2))
+    mlp = build(MLPLanguageModel, 9, 3, 4, 8, seed=2)
     ids = np.random.default_rng(2).integers(0, 9, 40)
     x, y = context_windows(ids, 3)
-    ref = _picked(np.asarray(mlp(x)), y)
+    ref = _picked(np.asarray(nnx.jit(lambda m, x: m(x))(mlp, x)), y)
     scorer = ev.as_scorer(mlp, batch_size=16)
     assert scorer.offset == 3
     np.testing.assert_allclose(scorer.log_probs(ids), ref, atol=1e-5)
@@ -98,11 +104,10 @@ def test_context_scorer_matches_the_mlp_on_its_windows():
 
 @pytest.mark.parametrize("kind", ["gpt", "gpt stride 3", "lstm", "lstm streams", "mlp"])
 def test_log_probs_batch_equals_one_call_per_sequence(kind, gpt, lstm):
-    mlp = MLPLanguageModel(13, 3, 4, 8, rngs=nnx.Rngs(2))
     scorer = {"gpt": lambda: ev.WindowScorer(gpt, batch_size=4), "gpt stride 3": lambda: ev.WindowScorer(gpt, stride=3),
               "lstm": lambda: ev.RecurrentScorer(lstm, chunk=6, batch_size=2),
               "lstm streams": lambda: ev.RecurrentScorer(lstm, chunk=6, streams=2, burn_in=3),
-              "mlp": lambda: ev.ContextScorer(mlp, batch_size=8)}[kind]()
+              "mlp": lambda: ev.ContextScorer(build(MLPLanguageModel, 13, 3, 4, 8, seed=2), batch_size=8)}[kind]()
     rng = np.random.default_rng(5)
     seqs = [rng.integers(0, 11, n) for n in (1, 2, 3, 9, 25, 4, 17, 0, 12)]  # includes ones too short to score
     batched = scorer.log_probs_batch(seqs, [None] * len(seqs))

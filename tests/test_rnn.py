@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from lmbook.nn import rnn
+from lmbook.nn.build import build
 
 pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
 
@@ -185,11 +186,11 @@ def test_scan_layer_equals_python_loop_values_and_gradients(kind, xs):
     def scanned(cell, x):
         return rnn.Recurrent(cell)(x)
 
-    np.testing.assert_allclose(scanned(cell, x), loop(cell, x), rtol=1e-5, atol=1e-6)
-    # back-propagation through time: the gradients agree too
+    # back-propagation through time: the gradients agree too (each side one compiled program, not op by op)
     loss = lambda f: lambda cell, x: jnp.sum(jnp.sin(f(cell, x)))  # noqa: E731
-    g_scan = nnx.grad(loss(scanned), argnums=(0, 1))(cell, x)
-    g_loop = nnx.grad(loss(loop), argnums=(0, 1))(cell, x)
+    both = lambda f: nnx.jit(lambda cell, x: (f(cell, x), nnx.grad(loss(f), argnums=(0, 1))(cell, x)))  # noqa: E731
+    (y_scan, g_scan), (y_loop, g_loop) = both(scanned)(cell, x), both(loop)(cell, x)
+    np.testing.assert_allclose(y_scan, y_loop, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(g_scan), jax.tree.leaves(g_loop)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -250,12 +251,12 @@ def test_stacked_encoder_equals_chained_layers_and_state_round_trip():
 
 
 def test_recurrent_lm_sampling_with_state_equals_recomputing():
-    lm = rnn.RecurrentLM(11, 8, 16, num_layers=2, rngs=nnx.Rngs(0))
+    lm = build(rnn.RecurrentLM, 11, 8, 16, num_layers=2, seed=0)  # one compiled program, not op by op
     lm.eval()
     prompt = jnp.array([[1, 2, 3], [4, 5, 6]], jnp.int32)
     greedy = rnn.sample(lm, prompt, 6, jax.random.key(0), temperature=0.0)
     # re-reading the whole sequence at once: each greedy token is the argmax after its prefix
-    logits = lm(jnp.concatenate([prompt, greedy], axis=1))
+    logits = nnx.jit(lambda m, x: m(x))(lm, jnp.concatenate([prompt, greedy], axis=1))
     np.testing.assert_array_equal(greedy, jnp.argmax(logits[:, 2:-1], axis=-1))
     drawn = rnn.sample(lm, prompt, 6, jax.random.key(1), temperature=1.0)  # same shapes: no recompilation
     assert drawn.shape == (2, 6) and int(drawn.min()) >= 0 and int(drawn.max()) < 11

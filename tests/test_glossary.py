@@ -28,6 +28,9 @@ KEY_TERMS = [
     "KV cache", "sequence to sequence", "teacher forcing", "cross-attention", "BLEU", "calibration",
     "contamination", "pre-training", "fine-tuning", "LoRA", "quantisation", "deduplication",
     "differential privacy", "interpretability", "scaling law", "data parallelism", "tensor parallelism",
+    "RMSNorm", "SwiGLU", "rotary position embedding", "position interpolation", "grouped-query attention",
+    "multi-query attention", "multi-head latent attention", "sliding-window attention", "mixture of experts",
+    "load-balancing loss", "speculative decoding",
     "instruction tuning", "loss mask", "reward model", "DPO", "GRPO", "reward hacking",
 ]
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from lmbook.nn._convert import gpt_with_params, to_numpy
 from lmbook.nn.gpt import GPT, GPTConfig
 
 __all__ = ["config_from_hf", "from_hf_state_dict", "load_gpt2", "parameter_map"]
@@ -62,12 +61,6 @@ def parameter_map(cfg: GPTConfig) -> dict[str, tuple[str, ...]]:
     return names
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor
-        x = x.detach().to("cpu").float().numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
 def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: GPTConfig) -> GPT:
     """A :class:`GPT` holding the weights of a Hugging Face GPT-2 state dict (Chapter 7).
 
@@ -76,44 +69,18 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: GPTConfig) -> GPT:
     """
     sd = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
     if cfg.tie_embeddings and "lm_head.weight" in sd and "wte.weight" in sd:
-        lm_head, wte = _to_numpy(sd["lm_head.weight"]), _to_numpy(sd["wte.weight"])
+        lm_head, wte = to_numpy(sd["lm_head.weight"]), to_numpy(sd["wte.weight"])
         if lm_head.shape == wte.shape and not np.array_equal(lm_head, wte):
             raise ValueError("the state dict has an untied lm_head; use a config with tie_embeddings=False")
-    model = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
     mapping = parameter_map(cfg)
     missing = [k for k in mapping if k not in sd]
     if missing:
         raise KeyError(f"GPT-2 state dict lacks {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
                        "is it a GPT2LMHeadModel / GPT2Model state dict with the same config?")
-    for key, path in mapping.items():
-        value = _to_numpy(sd[key])
-        if key == "lm_head.weight":
-            value = value.T  # nn.Linear stores (out, in); Dense wants (in, out)
-        owner: Any = model
-        for part in path[:-1]:
-            owner = owner[part] if isinstance(part, int) else getattr(owner, part)
-        var = getattr(owner, path[-1])
-        if tuple(var.shape) != value.shape:
-            raise ValueError(f"{key}: state dict shape {value.shape} does not fit {'.'.join(map(str, path))} "
-                             f"of shape {tuple(var.shape)}; check the config")
-        setattr(owner, path[-1], nnx.Param(jnp.asarray(value)))
-    # Non-parameter variables (e.g. dropout RNG state) get real values.
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    rest = _materialise(rest)
-    return nnx.merge(graphdef, params, rest)
-
-
-def _materialise(state: Any) -> Any:
-    import jax
-
-    def fill(x: Any) -> Any:
-        if isinstance(x, jax.ShapeDtypeStruct):
-            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return jax.random.key(0)
-            return jnp.zeros(x.shape, x.dtype)
-        return x
-
-    return jax.tree_util.tree_map(fill, state)
+    # nn.Linear (the untied lm_head) stores (out, in); Dense wants (in, out). Conv1D is already (in, out).
+    values = {path: to_numpy(sd[key]).T if key == "lm_head.weight" else to_numpy(sd[key])
+              for key, path in mapping.items()}
+    return gpt_with_params(cfg, values, names={path: key for key, path in mapping.items()})
 
 
 def load_gpt2(name: str = "gpt2") -> tuple[GPT, Any]:

@@ -38,12 +38,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from lmbook.nn._convert import gpt_with_params, to_numpy
 from lmbook.nn.gpt import GPT, GPTConfig
-from lmbook.nn.gpt2 import _materialise, _to_numpy
 
 __all__ = ["ARCHITECTURES", "KEY_MAP", "config_from_hf", "from_hf", "key_map"]
 
@@ -201,7 +199,7 @@ def from_hf(hf_model_or_state_dict: Any, hf_config: Any = None, *, context: int 
     if missing:
         raise KeyError(f"the state dict lacks {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
                        "is it a *ForCausalLM state dict of this config?")
-    get = lambda key: _to_numpy(sd[key])  # noqa: E731
+    get = lambda key: to_numpy(sd[key])  # noqa: E731
     tr = lambda key: get(key).T  # noqa: E731  (out, in) -> (in, out)
     values: dict[tuple[Any, ...], np.ndarray] = {("wte",): get("model.embed_tokens.weight"),
                                                  ("ln_f", "scale"): get("model.norm.weight")}
@@ -233,25 +231,4 @@ def from_hf(hf_model_or_state_dict: Any, hf_config: Any = None, *, context: int 
             values[b + (name, "kernel")] = tr(m + hf_name + ".weight")
             if cfg.use_bias:
                 values[b + (name, "bias")] = get(m + hf_name + ".bias")
-    return _build(cfg, values)
-
-
-def _build(cfg: GPTConfig, values: Mapping[tuple[Any, ...], np.ndarray]) -> GPT:
-    """A GPT of ``cfg`` (abstract, no memory for random weights) with the given parameters set."""
-    model = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
-    expected = {tuple(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-    if set(values) != expected:
-        raise ValueError(f"the conversion misses {sorted(expected - set(values))[:3]} / has extra "
-                         f"{sorted(set(values) - expected)[:3]}; check the config")
-    for path, value in values.items():
-        owner: Any = model
-        for part in path[:-1]:
-            owner = owner[part] if isinstance(part, int) else getattr(owner, part)
-        var = getattr(owner, path[-1])
-        if tuple(var.shape) != value.shape:
-            raise ValueError(f"{'.'.join(map(str, path))}: converted shape {value.shape} does not fit "
-                             f"{tuple(var.shape)}; check the config")
-        setattr(owner, path[-1], nnx.Param(jnp.asarray(value)))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return nnx.merge(graphdef, params, _materialise(rest))
-
+    return gpt_with_params(cfg, values)

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from lmbook.nn import rnn
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 
 pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
 
@@ -250,12 +251,12 @@ def test_stacked_encoder_equals_chained_layers_and_state_round_trip():
 
 
 def test_recurrent_lm_sampling_with_state_equals_recomputing():
-    lm = rnn.RecurrentLM(11, 8, 16, num_layers=2, rngs=nnx.Rngs(0))
+    lm = build(rnn.RecurrentLM, 11, 8, 16, num_layers=2, seed=0)
     lm.eval()
     prompt = jnp.array([[1, 2, 3], [4, 5, 6]], jnp.int32)
     greedy = rnn.sample(lm, prompt, 6, jax.random.key(0), temperature=0.0)
     # re-reading the whole sequence at once: each greedy token is the argmax after its prefix
-    logits = lm(jnp.concatenate([prompt, greedy], axis=1))
+    logits = nnx.jit(lambda lm, x: lm(x))(lm, jnp.concatenate([prompt, greedy], axis=1))
     np.testing.assert_array_equal(greedy, jnp.argmax(logits[:, 2:-1], axis=-1))
     drawn = rnn.sample(lm, prompt, 6, jax.random.key(1), temperature=1.0)  # same shapes: no recompilation
     assert drawn.shape == (2, 6) and int(drawn.min()) >= 0 and int(drawn.max()) < 11

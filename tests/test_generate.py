@@ -77,12 +77,12 @@ def test_repetition_penalty_matches_ctrl_formula():
 def test_sampling_follows_the_filtered_distribution():
     logits = jnp.log(jnp.array([0.5, 0.25, 0.15, 0.1]))
     keys = jax.random.split(jax.random.key(0), 20000)
-    draw = jax.vmap(lambda k: sample_token(k, logits, top_k=3))(keys)
+    draw = jax.jit(jax.vmap(lambda k: sample_token(k, logits, top_k=3)))(keys)  # one program, not one per op
     freq = np.bincount(np.asarray(draw), minlength=4) / len(keys)
     np.testing.assert_allclose(freq, [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0], atol=0.015)
     # Temperature first (as Hugging Face does): at T=0.5 the probabilities are p^2 / sum(p^2)
     # = 0.725, 0.181, 0.065, 0.029, so top_p=0.8 keeps the first two.
-    draw = jax.vmap(lambda k: sample_token(k, logits, temperature=0.5, top_p=0.8))(keys)
+    draw = jax.jit(jax.vmap(lambda k: sample_token(k, logits, temperature=0.5, top_p=0.8)))(keys)
     sharp = np.array([0.5, 0.25]) ** 2
     freq = np.bincount(np.asarray(draw), minlength=4) / len(keys)
     np.testing.assert_allclose(freq, list(sharp / sharp.sum()) + [0, 0], atol=0.015)
@@ -96,7 +96,7 @@ def test_temperature_to_zero_is_greedy():
 
 
 # ------------------------------------------------------------------ the decode loop on a tiny GPT
-CFG = GPTConfig(vocab_size=9, context=16, n_layers=2, n_heads=2, d_model=16)
+CFG = GPTConfig(vocab_size=9, context=16, n_layers=1, n_heads=2, d_model=16)  # test_modern/test_speculative: 2 layers
 
 
 @pytest.fixture(scope="module")
@@ -141,32 +141,29 @@ def test_beyond_the_context_recomputation_uses_the_last_context_tokens(model):
     assert generate(model, [3, 1], 30, temperature=0).row().shape == (32,)
 
 
-def test_batches_of_different_prompts_match_single_rows(model):
+def test_batches_of_different_prompts_match_single_rows_and_stop_tokens_end_rows(model):
     prompts = [[1, 2, 3, 4, 5], [6], [7, 8, 0]]
-    out = generate(model, prompts, 6, temperature=0)
+    # A stop token that never comes changes nothing, and gives the stop run below the same compiled loop.
+    out = generate(model, prompts, 12, temperature=0, stop_tokens=[-1])
     np.testing.assert_array_equal(out.prompt_lengths, [5, 1, 3])
-    np.testing.assert_array_equal(out.lengths, [11, 7, 9])
+    np.testing.assert_array_equal(out.lengths, [17, 13, 15])
     for i, p in enumerate(prompts):
-        np.testing.assert_array_equal(out.row(i), _py_greedy(model, p, 6))
+        np.testing.assert_array_equal(out.row(i), _py_greedy(model, p, 12))
         np.testing.assert_array_equal(out.new_tokens(i), out.row(i)[len(p) :])
-    empty = generate(model, prompts, 0, temperature=0)
+    empty = generate(model, prompts, 0, temperature=0, stop_tokens=[-1])
     np.testing.assert_array_equal(empty.lengths, [5, 1, 3])
-    a = generate(model, prompts, 6, key=jax.random.key(5))
-    b = generate(model, prompts, 6, key=jax.random.key(5))
+    a = generate(model, prompts, 6, key=jax.random.key(5), stop_tokens=[-1])
+    b = generate(model, prompts, 6, key=jax.random.key(5), stop_tokens=[-1])
     np.testing.assert_array_equal(a.tokens, b.tokens)  # same key, same text
-
-
-def test_stop_tokens_end_rows_and_pad_the_rest(model):
-    prompts = [[1, 2], [5, 6], [7]]
-    free = generate(model, prompts, 12, temperature=0)
-    stop = int(free.new_tokens(0)[3])
-    out = generate(model, prompts, 12, temperature=0, stop_tokens=[stop], pad_token=-1)
+    # Stop tokens end rows (the stop token is kept) and pad the rest.
+    stop = int(out.new_tokens(0)[3])
+    stopped = generate(model, prompts, 12, temperature=0, stop_tokens=[stop], pad_token=-1)
     for i in range(3):
-        new = free.new_tokens(i)
+        new = out.new_tokens(i)
         hits = np.flatnonzero(new == stop)
         n = hits[0] + 1 if hits.size else len(new)
-        np.testing.assert_array_equal(out.new_tokens(i), new[:n])
-        assert np.all(out.tokens[i, out.lengths[i] :] == -1)
+        np.testing.assert_array_equal(stopped.new_tokens(i), new[:n])
+        assert np.all(stopped.tokens[i, stopped.lengths[i] :] == -1)
 
 
 def test_long_prompts_are_cropped_with_a_warning(model):
@@ -251,8 +248,9 @@ def test_repeat_bans_match_a_python_reference():
 def test_exercise_checkers_accept_the_reference_and_catch_a_tie_bug():
     from lmbook.checks.decoding import check_top_k, check_top_p
 
-    assert check_top_p(lambda x, p: top_p_filter(jnp.asarray(x), p), verbose=False).passed
-    assert check_top_k(lambda x, k: top_k_filter(jnp.asarray(x), k), verbose=False).passed
+    # jitted: one compiled program per case shape (the filters take k and p traced), not one per operation
+    assert check_top_p(jax.jit(top_p_filter), verbose=False).passed
+    assert check_top_k(jax.jit(top_k_filter), verbose=False).passed
 
     def no_ties(logits, p):  # cuts the sorted list at a fixed index: drops tied tokens
         x = np.asarray(logits, np.float64)
@@ -289,30 +287,35 @@ class _FixedLogits(nnx.Module):
         return out if cache is None else (out, cache.replace(index=cache.index + tokens.shape[1]))
 
 
-def test_generate_samples_follow_softmax_and_top_k():
-    probs = np.array([0.5, 0.3, 0.15, 0.05])
-    model = _FixedLogits(np.log(probs))
-    rows, n = 1000, 20
-    out = generate(model, [[0]] * rows, n, key=jax.random.key(11))
-    new = out.tokens[:, 1 : 1 + n]
-    freq = np.bincount(new.ravel(), minlength=4) / new.size
-    sigma = np.sqrt(probs * (1 - probs) / new.size)
-    assert np.all(np.abs(freq - probs) < 5 * sigma), (freq, probs)
+PROBS = np.array([0.4, 0.25, 0.2, 0.1, 0.05])
+ROWS, N_NEW = 1000, 20  # every sampling run below: one buffer shape (max_len=32), so one program per filter set
+
+
+@pytest.fixture(scope="module")
+def fixed():
+    return _FixedLogits(np.log(PROBS))
+
+
+def test_generate_samples_follow_softmax_and_top_k(fixed):
+    new = generate(fixed, [[0]] * ROWS, N_NEW, key=jax.random.key(11), max_len=32).tokens[:, 1:]
+    freq = np.bincount(new.ravel(), minlength=5) / new.size
+    sigma = np.sqrt(PROBS * (1 - PROBS) / new.size)
+    assert np.all(np.abs(freq - PROBS) < 5 * sigma), (freq, PROBS)
     # Successive draws are independent (no repeated noise between steps or rows).
     assert abs(np.corrcoef(new[:, :-1].ravel(), new[:, 1:].ravel())[0, 1]) < 0.03
     assert abs(np.corrcoef(new[:-1].ravel(), new[1:].ravel())[0, 1]) < 0.03
-    top2 = generate(model, [[0]] * rows, n, key=jax.random.key(12), top_k=2).tokens[:, 1 : 1 + n]
+    top2 = generate(fixed, [[0]] * ROWS, N_NEW, key=jax.random.key(12), top_k=2, max_len=32).tokens[:, 1:]
     assert set(np.unique(top2)) <= {0, 1}
-    assert abs((top2 == 0).mean() - 0.5 / 0.8) < 5 * np.sqrt(0.625 * 0.375 / top2.size)
-    # Low temperature concentrates on the most likely token.
-    cold = generate(model, [[0]] * 50, n, key=jax.random.key(13), temperature=0.01).tokens[:, 1 : 1 + n]
+    share = 0.4 / 0.65
+    assert abs((top2 == 0).mean() - share) < 5 * np.sqrt(share * (1 - share) / top2.size)
+    # Low temperature concentrates on the most likely token (the temperature is traced: the first program).
+    cold = generate(fixed, [[0]] * ROWS, N_NEW, key=jax.random.key(13), temperature=0.01, max_len=32).tokens[:, 1:]
     assert (cold == 0).all()
 
 
-def test_generate_and_sample_token_draw_from_the_same_distribution():
+def test_generate_and_sample_token_draw_from_the_same_distribution(fixed):
     # Different noise sources (see both docstrings), so compare distributions, not tokens.
-    logits = np.log(np.array([0.4, 0.25, 0.2, 0.1, 0.05]))
-    model = _FixedLogits(logits)
+    logits = np.log(PROBS)
     settings = dict(temperature=0.8, top_k=4, top_p=0.9)
     # Reference: temperature 0.8 then top-k 4 then top-p 0.9, in float64.
     p = np.exp(logits / 0.8)
@@ -322,17 +325,16 @@ def test_generate_and_sample_token_draw_from_the_same_distribution():
     keep = (np.cumsum(p) - p) < 0.9  # top-p over the sorted (already descending) probabilities
     p = np.where(keep, p, 0.0)
     p /= p.sum()
-    n = 20_000
-    from_loop = generate(model, [[0]] * 1000, n // 1000, key=jax.random.key(5), **settings).tokens[:, 1:]
+    from_loop = generate(fixed, [[0]] * ROWS, N_NEW, key=jax.random.key(5), max_len=32, **settings).tokens[:, 1:]
+    n = from_loop.size
     keys = jax.random.split(jax.random.key(5), n)
-    from_sampler = np.asarray(jax.vmap(lambda k: sample_token(k, jnp.asarray(logits), **settings))(keys))
+    from_sampler = np.asarray(jax.jit(jax.vmap(lambda k: sample_token(k, jnp.asarray(logits), **settings)))(keys))
     sigma = np.sqrt(p * (1 - p) / n)
     for draws in (from_loop.ravel(), from_sampler):
         freq = np.bincount(draws, minlength=5) / draws.size
         assert np.all(np.abs(freq - p) <= 5 * sigma + 1e-12), (freq, p)
     # ...and the same key does not give the same tokens (documented, not a bug).
-    same_key = generate(model, [0], 1, key=jax.random.key(5), **settings).new_tokens()
-    assert same_key.shape == (1,)
+    assert not np.array_equal(from_loop.ravel(), from_sampler)
 
 
 @pytest.mark.parametrize(
@@ -362,13 +364,15 @@ def test_prompt_ids_outside_the_vocabulary_are_named(model):
     with pytest.raises(ValueError, match=r"token id 9 .* vocabulary of 9"):
         beam_search(model, [3, 9], 2, beam_size=2)
     # Padding of shorter rows is not a prompt token; ids at the edges are fine.
-    assert generate(model, [[8, 0, 8], [0]], 2, temperature=0.0, pad_token=99).tokens.shape[0] == 2
+    # (three rows and one stop token: the compiled loop of test_batches_...)
+    out = generate(model, [[8, 0, 8], [0], [1]], 2, temperature=0.0, pad_token=99, stop_tokens=[-1])
+    np.testing.assert_array_equal(out.lengths, [5, 3, 3])
 
 
-def test_a_buffer_shorter_than_the_context_needs_no_cache_rebuild():
+def test_a_buffer_shorter_than_the_context_needs_no_cache_rebuild(model):
     """max_len below context - window_shift compiles (the rebuild branch is left out) and changes nothing."""
-    model = GPT(GPTConfig(vocab_size=11, context=16, n_layers=1, n_heads=2, d_model=8), rngs=nnx.Rngs(0))
-    prompt = np.array([[1, 2, 3]])
+    prompt = [3, 1]  # the default buffer's program is the one test_greedy_... compiled
     short = generate(model, prompt, max_new_tokens=3, temperature=0.0, max_len=6)
     default = generate(model, prompt, max_new_tokens=3, temperature=0.0)
     np.testing.assert_array_equal(short.tokens, default.tokens)
+    np.testing.assert_array_equal(short.row(), _py_greedy(model, prompt, 3))

@@ -161,12 +161,16 @@ def test_a_prefix_of_token_embeddings_equals_the_tokens_themselves(model):
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, CFG.vocab_size, (2, 7)))
     a, b = tokens[:, :4], tokens[:, 4:]
     prefix = jnp.take(model.wte[...], a, axis=0)
-    full = model(tokens)[:, 4:]
-    np.testing.assert_allclose(model(b, prefix=prefix), full, atol=1e-5)
-    cache = model.init_cache(2)
-    empty, cache = model(jnp.zeros((2, 0), jnp.int32), cache=cache, prefix=prefix)
-    assert empty.shape == (2, 0, CFG.vocab_size) and int(cache[0].index) == 4
-    step, _ = model(b, cache=cache)
+
+    @nnx.jit  # one compiled program, not one per operation
+    def run(model, tokens, b, prefix):
+        cache = model.init_cache(2)
+        empty, cache = model(jnp.zeros((2, 0), jnp.int32), cache=cache, prefix=prefix)
+        return model(tokens)[:, 4:], model(b, prefix=prefix), empty, cache[0].index, model(b, cache=cache)[0]
+
+    full, prefixed, empty, index, step = run(model, tokens, b, prefix)
+    np.testing.assert_allclose(prefixed, full, atol=1e-5)
+    assert empty.shape == (2, 0, CFG.vocab_size) and int(index) == 4
     np.testing.assert_allclose(step, full, atol=1e-5)
     with pytest.raises(ValueError, match="prefix must have shape"):
         model(b, prefix=prefix[:, :, :3])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmbook.nn.build import build  # one compiled program per model shape, not one per initialiser
 from lmbook.nn.gpt import GPT, GPTConfig
 from lmbook.nn.heads import (SequenceClassifier, classification_loss, count_params, last_token_pool, mean_pool,
                              path_filter, trainable)
@@ -32,13 +33,18 @@ def test_pooling_matches_numpy_for_right_and_left_padding():
 
 
 def test_gpt_classifier_ignores_right_padding_and_starts_uniform():
-    model = SequenceClassifier(GPT(CFG, rngs=nnx.Rngs(0)), CFG.d_model, 3, rngs=nnx.Rngs(1))
+    model = SequenceClassifier(build(GPT, CFG, seed=0), CFG.d_model, 3, rngs=nnx.Rngs(1))
     tokens = np.array([[3, 4, 5, 0, 0, 0], [3, 4, 5, 9, 9, 9]], np.int32)
     mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]], bool)
-    f = model.features(jnp.asarray(tokens), jnp.asarray(mask))
+
+    @nnx.jit  # one compiled program for the three, not one per operation
+    def run(model, tokens, mask, labels):
+        alone = model.backbone.hidden_states(tokens[:1, :3])[0][0, -1]
+        return model.features(tokens, mask), alone, classification_loss(model, (tokens, mask, labels))[0]
+
+    f, alone, loss = run(model, jnp.asarray(tokens), jnp.asarray(mask), jnp.array([0, 2]))
     np.testing.assert_allclose(f[0], f[1], atol=1e-6)  # causal: what follows the sentence does not matter
-    np.testing.assert_allclose(f[0], model.backbone.hidden_states(jnp.asarray(tokens[:1, :3]))[0][0, -1], atol=1e-6)
-    loss, metrics = classification_loss(model, (jnp.asarray(tokens), jnp.asarray(mask), jnp.array([0, 2])))
+    np.testing.assert_allclose(f[0], alone, atol=1e-6)
     np.testing.assert_allclose(loss, np.log(3), rtol=1e-6)  # zero head: uniform probabilities
 
 
@@ -54,7 +60,7 @@ def test_encoder_classifier_uses_the_mask():
 
 
 def test_path_filters_select_and_count_parameters():
-    model = SequenceClassifier(GPT(CFG, rngs=nnx.Rngs(0)), CFG.d_model, 2, rngs=nnx.Rngs(1))
+    model = SequenceClassifier(build(GPT, CFG, seed=0), CFG.d_model, 2, rngs=nnx.Rngs(1))
     assert count_params(model, path_filter("head.*")) == CFG.d_model * 2 + 2
     block = count_params(model, path_filter("backbone.blocks.1.*"))
     assert block == 12 * CFG.d_model ** 2 + 13 * CFG.d_model  # weights 12 d^2, biases 9d, two LayerNorms 4d
@@ -67,7 +73,7 @@ def test_path_filters_select_and_count_parameters():
 
 
 def test_linear_probe_through_the_trainer_freezes_the_backbone():
-    model = SequenceClassifier(GPT(CFG, rngs=nnx.Rngs(0)), CFG.d_model, 2, rngs=nnx.Rngs(1))
+    model = SequenceClassifier(build(GPT, CFG, seed=0), CFG.d_model, 2, rngs=nnx.Rngs(1))
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(1, CFG.vocab_size, (16, 6)), jnp.int32)
     mask = jnp.ones((16, 6), bool)

@@ -171,8 +171,7 @@ def test_adapter_on_qkv_acts_on_cross_attention_merged_and_unmerged():
     """TransformerSeq2Seq's cross-attention slices the qkv kernel; an unmerged adapter must act there too."""
     from lmbook.nn.seq2seq import TransformerSeq2Seq
 
-    model = TransformerSeq2Seq(13, 11, d_model=16, n_heads=2, n_layers=1, context=8, max_source_len=8,
-                               rngs=nnx.Rngs(0))
+    model = build(TransformerSeq2Seq, 13, 11, d_model=16, n_heads=2, n_layers=1, context=8, max_source_len=8, seed=0)
     rng = np.random.default_rng(0)
     src, tgt = jnp.asarray(rng.integers(0, 13, (2, 6))), jnp.asarray(rng.integers(0, 11, (2, 5)))
     mask = jnp.arange(6)[None] < jnp.array([[6], [4]])

@@ -67,8 +67,9 @@ def test_sgd_matches_hand_written_loop():
     model = TinyLM(rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(TinyLM(rngs=nnx.Rngs(0)), nnx.Param, ...)
     ref_losses = []
+    grad = jax.jit(jax.value_and_grad(lambda p, batch: loss_fn(nnx.merge(graphdef, p, rest), batch)))
     for batch in batches:  # plain gradient descent with jax.grad, float32
-        loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p, rest), batch))(params)
+        loss, grads = grad(params, batch)
         ref_losses.append(float(loss))
         params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
     cfg = quiet(steps=steps, learning_rate=lr, schedule="constant", optimizer="sgd", steps_per_call=3)

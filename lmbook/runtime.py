@@ -1,4 +1,4 @@
-"""Where the code runs: device report, dtype policy, simulated devices, seeding.
+"""Where the code runs: device report, dtype policy, simulated devices, seeding, compilation cache.
 
 Taught in every chapter's setup cell and in Appendix A; Chapter 11 uses the
 simulated CPU devices and meshes for data/model parallelism.
@@ -11,16 +11,24 @@ import os
 import platform
 import random
 import sys
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
 
+#: Environment variable: the folder of the compilation cache, or ``off`` (see :func:`compilation_cache`).
+ENV_XLA_CACHE = "LMBOOK_XLA_CACHE"
+_XLA_CACHE_BYTES = 2 * 2**30
+_XLA_CACHE_MIN_SECONDS = 0.3  # training steps, models' forward passes, decode loops; not single eager ops
+
 __all__ = [
     "DTypePolicy",
     "DeviceReport",
+    "ENV_XLA_CACHE",
     "backend_initialized",
+    "compilation_cache",
     "device_report",
     "dtype_policy",
     "make_mesh",
@@ -193,14 +201,68 @@ def make_mesh(axis_shapes: tuple[int, ...] | None = None, axis_names: tuple[str,
     return jax.make_mesh(axis_shapes, axis_names)
 
 
-def setup(seed: int = 0, cpu_devices: int | None = None, verbose: bool = True) -> None:
+def compilation_cache(folder: str | os.PathLike[str] | None = None) -> Path | None:
+    """Keep XLA's compiled programs on disk and reuse them (JAX's persistent compilation cache).
+
+    A program identical to one compiled before (same computation, shapes, compiler options and
+    versions), earlier in this process or in an earlier run, is loaded instead of compiled again;
+    results are unchanged. Compiling is a large share of a small model's run on a CPU, and a new
+    ``Trainer`` or ``jax.jit`` of a new function compiles again even when the program is the same:
+    chapters that train one model for several seeds, or copies of a model, and readers who run a
+    chapter a second time, skip those compiles.
+
+    ``folder`` defaults to ``$LMBOOK_XLA_CACHE``, else ``xla`` in lmbook's download cache
+    (:func:`lmbook.data.datasets.cache_dir`); ``LMBOOK_XLA_CACHE=off`` turns the cache off. A folder
+    already chosen for JAX (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept. With ``filelock``
+    installed the folder is bounded to 2 GiB (least recently used programs go first) and locked, so
+    several processes can share it; without it, a program read while another process writes it is
+    compiled again (JAX warns). Returns the folder in use, or None when the cache is off.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    chosen = jax.config.jax_compilation_cache_dir
+    if chosen and folder is None:
+        return Path(chosen)
+    if folder is None:
+        value = os.environ.get(ENV_XLA_CACHE, "").strip()
+        if value.lower() in ("off", "0", "false", "no"):
+            return None
+        if value:
+            folder = value
+        else:
+            from lmbook.data.datasets import cache_dir
+
+            folder = cache_dir() / "xla"
+    path = Path(folder).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a read-only home or cache: run without the cache rather than fail
+        print(f"lmbook: no compilation cache ({err}); set {ENV_XLA_CACHE} to a writable folder to keep one")
+        return None
+    try:
+        import filelock  # noqa: F401  (JAX's bounded cache locks its folder with it)
+
+        jax.config.update("jax_compilation_cache_max_size", _XLA_CACHE_BYTES)
+    except ImportError:
+        pass
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", _XLA_CACHE_MIN_SECONDS)
+    cc.set_cache_dir(str(path))
+    cc.reset_cache()  # the next compile opens the folder, even if something compiled before
+    return path
+
+
+def setup(seed: int = 0, cpu_devices: int | None = None, verbose: bool = True, cache: bool = True) -> None:
     """The setup cell of every chapter: optional simulated devices, seeding, device report.
 
-    Prints the report (returns nothing, so a notebook shows it once); call
-    :func:`device_report` for the report as an object.
+    With ``cache`` (the default), compiled programs are kept on disk and reused
+    (:func:`compilation_cache`). Prints the report (returns nothing, so a notebook
+    shows it once); call :func:`device_report` for the report as an object.
     """
     if cpu_devices is not None:
         simulate_cpu_devices(cpu_devices)
+    if cache:
+        compilation_cache()
     seed_everything(seed)
     report = device_report()
     if verbose:

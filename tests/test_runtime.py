@@ -66,3 +66,60 @@ def test_make_mesh_rejects_impossible_shapes():
         runtime.make_mesh((jax.device_count() + 1,))
     with pytest.raises(ValueError, match="differ in length"):
         runtime.make_mesh((1,), ("data", "model"))
+
+
+@pytest.fixture
+def jax_cache_settings():
+    """Give a test its own compilation-cache settings and restore the test process's afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size",
+             "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: getattr(jax.config, name) for name in names}
+    jax.config.update("jax_compilation_cache_dir", None)
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    cc.reset_cache()
+
+
+def test_compilation_cache_reuses_a_program_compiled_before(tmp_path, jax_cache_settings):
+    import jax
+    import jax.numpy as jnp
+
+    folder = runtime.compilation_cache(tmp_path / "xla")
+    assert folder == (tmp_path / "xla").resolve() and folder.is_dir()
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)   # this test's programs are tiny
+
+    def fresh():  # a new function object each time: jax.jit's in-memory cache cannot serve it
+        return jax.jit(lambda x: jnp.tanh(x) @ x.T + 1.0)
+
+    events = []
+
+    def listen(event, **kwargs):
+        events.append(event)
+
+    x = jnp.arange(12.0).reshape(3, 4)
+    jax.monitoring.register_event_listener(listen)
+    try:
+        first = fresh()(x)
+        assert any(not p.name.startswith(".") for p in folder.iterdir()), "nothing was written to the folder"
+        assert "/jax/compilation_cache/cache_hits" not in events
+        np.testing.assert_array_equal(fresh()(x), first)
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+    assert events.count("/jax/compilation_cache/cache_hits") == 1   # the second program was loaded, not compiled
+
+
+def test_compilation_cache_folder_from_the_environment(tmp_path, monkeypatch, jax_cache_settings):
+    import jax
+
+    monkeypatch.setenv(runtime.ENV_XLA_CACHE, "off")
+    assert runtime.compilation_cache() is None
+    assert jax.config.jax_compilation_cache_dir is None
+    monkeypatch.setenv(runtime.ENV_XLA_CACHE, str(tmp_path / "mine"))
+    assert runtime.compilation_cache() == (tmp_path / "mine").resolve()
+    assert jax.config.jax_compilation_cache_dir == str((tmp_path / "mine").resolve())
+    monkeypatch.setenv(runtime.ENV_XLA_CACHE, str(tmp_path / "other"))
+    assert runtime.compilation_cache() == (tmp_path / "mine").resolve()   # a folder already chosen is kept

@@ -30,10 +30,11 @@ work=$(cd "$work" && pwd)
 stamp "building the bundle ${minimal[*]} with $python"
 PYTHONPATH="$repo" "$python" -m lmbook bundle "${minimal[@]}" "$work/bundle"
 
+# (--no-compile: Python compiles only the modules the checks import, not every module of every wheel.)
 stamp "installing it into a fresh virtual environment, no index"
 "$python" -m venv "$work/venv"
 env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null \
-  "$work/venv/bin/pip" install -q --no-index --find-links "$work/bundle/wheels" -r "$work/bundle/requirements.txt"
+  "$work/venv/bin/pip" install -q --no-compile --no-index --find-links "$work/bundle/wheels" -r "$work/bundle/requirements.txt"
 
 # From here on nothing may come from this checkout: no PYTHONPATH, the bundle's data, an empty cache.
 cd "$work/bundle"

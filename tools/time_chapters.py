@@ -7,7 +7,8 @@ after each chapter this measures the machine's matmul rate (a few seconds of
 ``lmbook.doctor.matmul_gflops``) and reports the chapter's time both raw and
 normalised to the reference machine (raw x rate / 200 GFLOP/s); budgets are
 judged on the normalised time. Notebooks run one after the other (never in
-parallel), each in a fresh kernel; the slowest cells are listed:
+parallel), each in a fresh kernel with an empty compilation cache (a reader's
+first run: ``lmbook.runtime.compilation_cache``); the slowest cells are listed:
 
     LMBOOK_DATA_DIR=../shared/data python tools/time_chapters.py [chapters/07_gpt_generation.ipynb ...]
 
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,9 +67,19 @@ def cell_seconds(cell: nbformat.NotebookNode) -> float:
 def time_chapter(path: Path, timeout: int = 1800) -> tuple[float, list[tuple[float, int, str]]]:
     """Execute one notebook in a fresh kernel; return its wall time and (seconds, index, first line) per code cell."""
     nb = nbformat.read(path, as_version=4)
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    wall = time.perf_counter() - start
+    saved = os.environ.get("LMBOOK_XLA_CACHE")
+    with tempfile.TemporaryDirectory(prefix="lmbook-xla-") as empty:
+        os.environ["LMBOOK_XLA_CACHE"] = empty            # the kernel inherits it: nothing compiled before
+        try:
+            start = time.perf_counter()
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            wall = time.perf_counter() - start
+        finally:
+            if saved is None:
+                del os.environ["LMBOOK_XLA_CACHE"]
+            else:
+                os.environ["LMBOOK_XLA_CACHE"] = saved
     cells = [(cell_seconds(c), i, (c.source.splitlines() or [""])[0][:70])
              for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     return wall, sorted(cells, reverse=True)

@@ -223,8 +223,67 @@ def test_param_and_flop_counts():
         (dict(positions="rope", rope_scale=0.0), "positive"),
         (dict(positions="rope", head_dim=3), "must be even"),
         (dict(n_experts=4, experts_per_token=5), "experts_per_token"),
+        (dict(mlp_init_std=0.0), "mlp_init_std"),
+        (dict(mlp_init_std=-0.02), "mlp_init_std"),
     ],
 )
 def test_impossible_configs_raise_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**{**TINY, **kw})
+
+
+# Initialisation: standard deviations of the initialised weights, estimated from every entry of each array; the
+# estimate of a normal's standard deviation from N draws has a relative standard error of 1/sqrt(2N), and each is
+# checked to 5 standard errors (4.4% for a 64 x 64 matrix).
+_INIT = dict(vocab_size=65, context=16, n_layers=2, n_heads=4, d_model=64, d_ff=128)
+
+
+def _entries(model):
+    """name -> the entries of each initialised matrix of block 0, of the embeddings and of the head."""
+    b = model.blocks[0]
+    arrays = {"wte": model.wte, "qkv": b.attn.qkv.kernel, "attn_out": b.attn.out.kernel}
+    if b.moe is None:
+        arrays.update(mlp_in=b.mlp_in.kernel, mlp_out=b.mlp_out.kernel)
+        if b.mlp_gate is not None:
+            arrays["mlp_gate"] = b.mlp_gate.kernel
+    else:
+        arrays.update(router=b.moe.router.kernel, w_gate=b.moe.w_gate, w_up=b.moe.w_up, w_down=b.moe.w_down)
+    if model.wpe is not None:
+        arrays["wpe"] = model.wpe.embedding
+    if model.head is not None:
+        arrays["head"] = model.head.kernel
+    return {name: np.asarray(value[...]).ravel() for name, value in arrays.items()}
+
+
+def _check_stds(model, want):
+    got = _entries(model)
+    assert set(got) == set(want)
+    for name, std in want.items():
+        values = got[name]
+        assert abs(values.mean()) < 5 * std / np.sqrt(values.size), name
+        assert abs(values.std() / std - 1) < 5 / np.sqrt(2 * values.size), (name, values.std(), std)
+
+
+def test_default_init_is_gpt2s_fixed_std():
+    cfg = GPTConfig(**_INIT)
+    assert cfg.mlp_init_std == 0.02
+    model = GPT(cfg, rngs=nnx.Rngs(0))
+    residual = 0.02 / np.sqrt(2 * cfg.n_layers)
+    _check_stds(model, dict(wte=0.02, wpe=0.02, qkv=0.02, attn_out=residual, mlp_in=0.02, mlp_out=residual))
+    explicit = GPT(dataclasses.replace(cfg, mlp_init_std=0.02), rngs=nnx.Rngs(0))    # the same draws, bit for bit
+    for x, y in zip(jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)),
+                    jax.tree_util.tree_leaves(nnx.state(explicit, nnx.Param))):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_width_aware_mlp_init_is_one_over_sqrt_d():
+    cfg = _modern(**_INIT, mlp_init_std=None)                 # SwiGLU, grouped-query, untied head
+    wide = 1 / np.sqrt(cfg.d_model)
+    residual = 0.02 / np.sqrt(2 * cfg.n_layers)
+    _check_stds(GPT(cfg, rngs=nnx.Rngs(2)), dict(wte=0.02, head=0.02, qkv=0.02, attn_out=residual, mlp_in=wide,
+                                                 mlp_gate=wide, mlp_out=residual))
+    moe = dataclasses.replace(cfg, n_experts=4, experts_per_token=2, d_ff=32)
+    _check_stds(GPT(moe, rngs=nnx.Rngs(3)), dict(wte=0.02, head=0.02, qkv=0.02, attn_out=residual, router=0.02,
+                                                 w_gate=wide, w_up=wide, w_down=residual))
+    fixed = GPT(dataclasses.replace(GPTConfig(**_INIT), mlp_init_std=0.05), rngs=nnx.Rngs(4))   # any fixed value
+    _check_stds(fixed, dict(wte=0.02, wpe=0.02, qkv=0.02, attn_out=residual, mlp_in=0.05, mlp_out=residual))

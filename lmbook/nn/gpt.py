@@ -19,7 +19,8 @@ Chapter 14 turns the same class into today's open decoders through
 :class:`GPTConfig` switches whose defaults are GPT-2's (same parameters, same
 outputs): RMSNorm, the SwiGLU MLP, grouped-query attention with a smaller KV
 cache, RoPE with its base and position interpolation, sliding-window attention,
-QK-norm, query/key/value biases and an untied output layer. :meth:`GPTConfig.llama`
+QK-norm, query/key/value biases, an untied output layer and a width-aware
+initialisation of the MLP's input projections. :meth:`GPTConfig.llama`
 is a small Llama-style model; :mod:`lmbook.nn.hf` loads Hugging Face Llama and
 Qwen weights.
 """
@@ -89,6 +90,13 @@ class GPTConfig:
             block (Mixtral: 8).
         experts_per_token: experts each token is routed to (Mixtral: 2).
         moe_aux_weight: weight of the load-balancing loss in :func:`gpt_loss`.
+        mlp_init_std: standard deviation of the normal initialisation of the MLP's input
+            projections (``mlp_in``, and ``mlp_gate`` for SwiGLU; the experts' ``w_up`` and
+            ``w_gate``): GPT-2's 0.02, like every other weight. 0.02 is ``0.55 / sqrt(d)``
+            at GPT-2's width of 768 but ``0.16 / sqrt(d)`` at width 64, where a gated MLP,
+            which multiplies two such projections, starts nearly silent. ``None`` =
+            width-aware: ``1 / sqrt(d_model)`` (LeCun), so that a projection of an input of
+            unit RMS starts at unit RMS at any width (Chapter 14).
     """
 
     vocab_size: int = 65
@@ -115,6 +123,7 @@ class GPTConfig:
     n_experts: int = 0
     experts_per_token: int = 2
     moe_aux_weight: float = 0.01
+    mlp_init_std: float | None = 0.02
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layers", "n_heads", "d_model"):
@@ -154,6 +163,9 @@ class GPTConfig:
                              f"n_experts={self.n_experts}")
         if self.moe_aux_weight < 0:
             raise ValueError(f"moe_aux_weight must be >= 0, got {self.moe_aux_weight}")
+        if self.mlp_init_std is not None and (isinstance(self.mlp_init_std, bool) or not self.mlp_init_std > 0):
+            raise ValueError(f"GPTConfig.mlp_init_std must be a positive number or None (width-aware 1/sqrt(d_model)), "
+                             f"got {self.mlp_init_std!r}")
 
     @property
     def ff(self) -> int:
@@ -234,6 +246,7 @@ class GPT(nnx.Module):
 
     Initialisation as GPT-2: normal(0.02) weights and embeddings, zero biases,
     and the residual projections scaled by ``1/sqrt(2 n_layers)``; norms start at one.
+    ``cfg.mlp_init_std`` sets the MLP's input projections (``None``: ``1/sqrt(d_model)``).
 
     Parameters (GPT-2's names): ``wte``, ``wpe`` (learned positions only),
     ``blocks[i].{norm1, attn.qkv, attn.out, norm2, mlp_in, mlp_out}`` (plus
@@ -248,6 +261,8 @@ class GPT(nnx.Module):
         self.context = cfg.context
         normal = nnx.initializers.normal(0.02)
         residual = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
+        mlp_std = 1.0 / math.sqrt(cfg.d_model) if cfg.mlp_init_std is None else cfg.mlp_init_std
+        mlp_input = nnx.initializers.normal(mlp_std)
         self.wte = nnx.Param(normal(rngs.params(), (cfg.vocab_size, cfg.d_model)))
         if cfg.positions == "learned":
             self.wpe = LearnedPositions(cfg.context, cfg.d_model, rngs=rngs, stddev=0.02)  # Chapter 6's table
@@ -259,11 +274,15 @@ class GPT(nnx.Module):
         for block in self.blocks:
             layers = [(block.attn.qkv, normal), (block.attn.out, residual)]
             if block.moe is None:
-                layers += [(block.mlp_in, normal), (block.mlp_out, residual)]
+                layers += [(block.mlp_in, mlp_input), (block.mlp_out, residual)]
             else:  # the router and experts start at normal(0.02); the experts' output is a residual projection
                 block.moe.w_down[...] = residual(rngs.params(), block.moe.w_down[...].shape)
+                if cfg.mlp_init_std != 0.02:  # the experts' input projections (drawn anew: the default keeps its draws)
+                    for value in (block.moe.w_gate, block.moe.w_up):
+                        if value is not None:
+                            value[...] = mlp_input(rngs.params(), value[...].shape)
             if block.mlp_gate is not None:
-                layers.append((block.mlp_gate, normal))
+                layers.append((block.mlp_gate, mlp_input))
             for layer, init in layers:
                 layer.kernel[...] = init(rngs.params(), layer.kernel[...].shape)
         self.ln_f = make_norm(cfg.norm, cfg.d_model, cfg.layer_norm_eps, rngs=rngs)

@@ -5,6 +5,7 @@ save/load, evaluation, and errors."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 
 import jax
@@ -46,7 +47,8 @@ from lmbook.embeddings import (
     train_sgns,
 )
 
-pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+# Tests marked `floors` also run at the declared lowest versions (.ci/run, step 3): those that reach
+# a dependency's version-sensitive API.
 
 
 def log_sigmoid64(x):
@@ -76,6 +78,7 @@ def sgns_reference(v, up, un, mask):
     return loss, gv, gup, gun
 
 
+@pytest.mark.floors
 def test_sgns_loss_and_gradient_match_numpy_float64():
     rng = np.random.default_rng(0)
     B, K, d = 6, 4, 5
@@ -276,6 +279,7 @@ def planted():
     return encode(sents, build_vocab(sents, 1)), pairs
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize(
     "train",
     [
@@ -325,6 +329,7 @@ def test_neighbours_similarity_and_analogies(toy_vectors):
     np.testing.assert_allclose(wv.analogy_scores("man", "king", "woman", "3cosmul"), mul, rtol=1e-5)
 
 
+@pytest.mark.floors
 def test_save_load_round_trip(toy_vectors, tmp_path):
     path = tmp_path / "toy.npz"
     toy_vectors.save(path)
@@ -359,6 +364,7 @@ def test_tokenize():
     assert tokenize_sentences(["Hello there", "...", "Hi"]) == [["hello", "there"], ["hi"]]
 
 
+@pytest.mark.floors
 def test_evaluation_with_coverage(toy_vectors):
     from scipy.stats import spearmanr
 
@@ -407,6 +413,22 @@ def test_exercise_checkers_accept_correct_and_reject_wrong_answers():
     assert not check_ppmi(lambda X: np.maximum(np.log(X + 1), 0), verbose=False).passed
 
 
+@pytest.mark.floors
+def test_explorer_widget_shows_neighbours_of_the_typed_word(toy_vectors, capsys):
+    """ipywidgets' Text, Dropdown, Output and observe (outside a kernel the Output widget prints)."""
+    from lmbook.embeddings.explore import explorer
+
+    box = explorer({"toy": toy_vectors}, word="king", topn=2)
+    (text, choice), out = box.children[0].children, box.children[1]
+    assert choice.options == ("toy",) and choice.value == "toy" and type(out).__name__ == "Output"
+    assert "man" in capsys.readouterr().out  # king's nearest neighbour, shown at once
+    text.value = "Woman"
+    assert re.findall(r"(-?\d\.\d{3})  (\w+)", capsys.readouterr().out) == [("0.773", "queen"), ("0.050", "apple")]
+    text.value = "pear"
+    assert "'pear' is not in the toy vocabulary (5 words)" in capsys.readouterr().out
+
+
+@pytest.mark.floors
 def test_pca_neighbour_table_and_map(toy_vectors):
     import matplotlib
 

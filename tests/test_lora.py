@@ -13,7 +13,8 @@ from lmbook.nn.lora import (LoRADense, apply_lora, load_adapter, lora_disabled, 
                             merge_lora, save_adapter, unmerge_lora)
 from lmbook.train import TrainConfig, Trainer
 
-pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+# Tests marked `floors` also run at the declared lowest versions (.ci/run, step 3): those that reach
+# a dependency's version-sensitive API.
 
 CFG = GPTConfig(vocab_size=31, context=12, n_layers=2, n_heads=2, d_model=16)
 
@@ -27,6 +28,7 @@ def _randomise_b(model, seed=1):
         layer.lora_b[...] = 0.2 * jax.random.normal(jax.random.key(seed + i), layer.lora_b[...].shape)
 
 
+@pytest.mark.floors
 def test_lora_dense_equals_flax_lora_linear_with_copied_weights():
     rank = 3
     flax_layer = nnx.LoRALinear(8, 5, lora_rank=rank, rngs=nnx.Rngs(0))
@@ -46,6 +48,7 @@ def test_lora_dense_equals_flax_lora_linear_with_copied_weights():
     np.testing.assert_allclose(g_ours["lora_b"][...], g_flax["lora"]["lora_b"][...], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.floors
 def test_wrapping_an_existing_dense_equals_flax_lora_around_a_linear():
     base = Dense(6, 4, rngs=nnx.Rngs(0))
     linear = nnx.Linear(6, 4, rngs=nnx.Rngs(1))
@@ -102,6 +105,7 @@ def test_merge_unmerge_and_disable():
         merge_lora(build(GPT, CFG, seed=0))
 
 
+@pytest.mark.floors
 def test_training_adapters_through_the_trainer_changes_only_adapter_parameters():
     model = build(GPT, CFG, seed=0)
     apply_lora(model, 2, rngs=nnx.Rngs(1))
@@ -126,6 +130,7 @@ def test_training_adapters_through_the_trainer_changes_only_adapter_parameters()
     assert trainer.history.loss[-1] < trainer.history.loss[0]
 
 
+@pytest.mark.floors
 def test_adapter_save_and_load_round_trip(tmp_path):
     model = build(GPT, CFG, seed=0)
     apply_lora(model, 2, alpha=4.0, rngs=nnx.Rngs(1))

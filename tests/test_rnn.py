@@ -9,7 +9,8 @@ from flax import nnx
 from lmbook.nn import rnn
 from lmbook.nn.build import build
 
-pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+# Tests marked `floors` also run at the declared lowest versions (.ci/run, step 3): those that reach
+# a dependency's version-sensitive API.
 
 IN, H, B, T = 3, 5, 2, 6
 
@@ -113,6 +114,7 @@ def test_gru_cell_and_layer_match_numpy_both_variants(xs, reset_after):
     assert np.abs(other - ref).max() > 1e-3
 
 
+@pytest.mark.floors
 def test_lstm_matches_flax_cells_given_the_same_weights(xs):
     ours = rnn.LSTMCell(IN, H, rngs=nnx.Rngs(0))
     ours.b[...] = jax.random.normal(jax.random.key(5), (4 * H,))
@@ -138,6 +140,7 @@ def test_lstm_matches_flax_cells_given_the_same_weights(xs):
     np.testing.assert_allclose(out, nnx.RNN(opt)(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.floors
 def test_gru_matches_flax_gru_cell_given_the_same_weights(xs):
     ours = rnn.GRUCell(IN, H, rngs=nnx.Rngs(0))
     ours.b[...] = jax.random.normal(jax.random.key(5), (3 * H,))

@@ -16,13 +16,15 @@ from lmbook.train.data import check_token_ids
 
 from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
 
-pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+# Tests marked `floors` also run at the declared lowest versions (.ci/run, step 3): those that reach
+# a dependency's version-sensitive API.
 
 
 def quiet(**kw) -> TrainConfig:
     return TrainConfig(progress=False, **kw)
 
 
+@pytest.mark.floors
 # ------------------------------------------------------------------ schedules / optimiser
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
 def test_schedule_matches_float64_formula(kind):
@@ -37,6 +39,7 @@ def test_schedule_matches_float64_formula(kind):
     assert got[9] == pytest.approx(0.1) and got[-1] == pytest.approx(0.01 if kind != "constant" else 0.1)
 
 
+@pytest.mark.floors
 def test_cosine_decay_matches_optax():
     cfg = quiet(steps=101, learning_rate=0.5, schedule="cosine", min_learning_rate=0.05)
     ref = optax.cosine_decay_schedule(0.5, decay_steps=100, alpha=0.1)
@@ -44,6 +47,7 @@ def test_cosine_decay_matches_optax():
         assert float(make_schedule(cfg)(s)) == pytest.approx(float(ref(s)), rel=1e-6)
 
 
+@pytest.mark.floors
 def test_weight_decay_only_on_matrices():
     params = {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}
     tx = make_optimizer(quiet(steps=10, learning_rate=0.1, weight_decay=0.5, optimizer="adamw"))
@@ -53,6 +57,7 @@ def test_weight_decay_only_on_matrices():
     np.testing.assert_allclose(updates["bias"], 0.0)
 
 
+@pytest.mark.floors
 def test_grad_clip_caps_the_update_norm():
     tx = make_optimizer(quiet(steps=10, learning_rate=1.0, optimizer="sgd", grad_clip=1.0))
     p = {"w": jnp.zeros(4)}
@@ -60,6 +65,7 @@ def test_grad_clip_caps_the_update_norm():
     assert float(optax.tree.norm(updates)) == pytest.approx(1.0, rel=1e-6)
 
 
+@pytest.mark.floors
 # ------------------------------------------------------------------ the loop vs a hand-written one
 def test_sgd_matches_hand_written_loop():
     steps, lr = 6, 0.3
@@ -96,6 +102,7 @@ def test_history_records_grad_norm_and_schedule():
                                                               "tokens_per_s", "eval_step", "eval_loss"}
 
 
+@pytest.mark.floors
 def test_steps_per_call_does_not_change_results():
     runs = []
     for spc in (1, 5):
@@ -107,6 +114,7 @@ def test_steps_per_call_does_not_change_results():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.floors
 def test_evaluates_in_eval_mode_and_records_metrics():
     def loss_with_acc(model, batch):
         x, y = batch
@@ -136,6 +144,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
     assert h.loss[-1] < 0.9 * h.loss[0]
 
 
+@pytest.mark.floors
 def test_mixed_precision_keeps_float32_params():
     auto = Trainer(TinyLM(rngs=nnx.Rngs(0)), loss_fn, quiet(steps=5, precision="auto"))
     if jax.default_backend() == "cpu":  # "auto" computes in float32 on a CPU: the "float32" run below

@@ -21,7 +21,8 @@ from lmbook.train import DamagedCheckpointError, TrainConfig, Trainer, TrainingD
 
 from train_support import TinyLM, fixed_batches, loss_fn, params_of, sample
 
-pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+# Tests marked `floors` also run at the declared lowest versions (.ci/run, step 3): those that reach
+# a dependency's version-sensitive API.
 
 N = 6
 
@@ -59,6 +60,7 @@ def _resume(folder, **kw) -> tuple[Trainer, nnx.Module]:
     return Trainer(model, loss_fn, config(folder, steps=3 * N, resume=True, **kw)), model
 
 
+@pytest.mark.floors
 def test_resume_continues_exactly(tmp_path, runs):
     straight, stopped = runs
     shutil.copytree(stopped, tmp_path / "b")
@@ -84,6 +86,7 @@ def test_resume_from_a_list_of_batches_skips_the_batches_already_used(tmp_path):
     assert h_resumed.loss == h_straight.loss and h_resumed.step == list(range(2 * N))
 
 
+@pytest.mark.floors
 def test_checkpoints_on_disk_and_restore(runs):
     straight, _ = runs
     cfg = straight.config
@@ -96,6 +99,7 @@ def test_checkpoints_on_disk_and_restore(runs):
     assert other.history.step == list(range(2 * N))
 
 
+@pytest.mark.floors
 def test_restore_rejects_a_different_model(runs):
     class Wider(TinyLM):
         def __init__(self, rngs):
@@ -171,6 +175,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_restore_skips_a_damaged_newest_checkpoint(tmp_path, damage, runs):
     _, stopped = runs

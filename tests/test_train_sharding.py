@@ -156,10 +156,9 @@ def eight_devices():
     here = Path(__file__).parent
     path = [str(here), str(here.parent), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-    env.pop("XLA_FLAGS", None)
-    # Tiny programs that run a few times: XLA's backend optimisations cost more (compiling) than they save
-    # (about 40% of this process's CPU time). JAX's own switch for that, read from the environment.
-    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    # Tiny programs that run a few times: XLA's backend optimisations and its MLIR fusion emitters cost more
+    # (compiling) than they save (running): the options of the test process (tests/conftest.py).
+    env["XLA_FLAGS"] = os.environ.get("LMBOOK_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
     proc = subprocess.run([sys.executable, "-c", PRELUDE + DATA_PARALLEL + LAYOUTS], env=env, capture_output=True,
                           text=True, timeout=600)
     return proc, proc.stdout + proc.stderr[-3000:]

@@ -23,7 +23,8 @@ from lmbook.nn.transformer import (
     attention_maps,
 )
 
-pytestmark = pytest.mark.floors  # also run at the declared lowest versions (.ci/run, step 3)
+# Tests marked `floors` also run at the declared lowest versions (.ci/run, step 3): those that reach
+# a dependency's version-sensitive API.
 
 SMALL = TransformerConfig(vocab_size=11, d_model=16, n_heads=4, n_layers=2, max_len=12)
 
@@ -96,6 +97,7 @@ def _block_numpy(block, x, causal):
     return _layer_norm(x + mlp(x), block.norm2)
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_block_matches_numpy_float64(norm, causal):
@@ -156,6 +158,7 @@ def test_masked_lm_shapes_tied_weights_and_attention_maps():
     assert all(m.weights is None for m in (b.attn for b in model.encoder.blocks))
 
 
+@pytest.mark.floors
 def test_masked_lm_gradient_steps_lower_the_loss_on_a_fixed_batch():
     """The mechanism of MLM training: masking, the loss and a few optimiser steps on one fixed batch (tokens
     repeat with period 4, so a masked token is recoverable). Learning to a quality is Chapter 6's."""

@@ -7,6 +7,7 @@ simulated CPU devices and meshes for data/model parallelism.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import platform
 import random
@@ -240,12 +241,8 @@ def compilation_cache(folder: str | os.PathLike[str] | None = None) -> Path | No
     except OSError as err:  # a read-only home or cache: run without the cache rather than fail
         print(f"lmbook: no compilation cache ({err}); set {ENV_XLA_CACHE} to a writable folder to keep one")
         return None
-    try:
-        import filelock  # noqa: F401  (JAX's bounded cache locks its folder with it)
-
+    if importlib.util.find_spec("filelock") is not None:  # JAX's bounded cache locks its folder with it
         jax.config.update("jax_compilation_cache_max_size", _XLA_CACHE_BYTES)
-    except ImportError:
-        pass
     jax.config.update("jax_persistent_cache_min_compile_time_secs", _XLA_CACHE_MIN_SECONDS)
     cc.set_cache_dir(str(path))
     cc.reset_cache()  # the next compile opens the folder, even if something compiled before

@@ -3,8 +3,9 @@
 (a) float64 enumeration of every draft proposal and accept/resample event on a tiny vocabulary;
 (b) a chi-square test of many draws from two small GPTs against the target's exact joint distribution;
 (c) greedy speculative decoding equals the target's greedy ``generate``; (d) draft == target accepts
-everything (in the same compiled program as (b)); (e) errors. The reference is the target's own distribution and the rule of Leviathan et al.
-(2023, Algorithm 1) and Chen et al. (2023, Algorithm 2), written here in NumPy.
+everything (in the same compiled program as (b)); (e) errors; (f) a decoder that is not a pytree. The
+reference is the target's own distribution and the rule of Leviathan et al. (2023, Algorithm 1) and
+Chen et al. (2023, Algorithm 2), written here in NumPy.
 """
 
 import dataclasses
@@ -191,3 +192,26 @@ def test_errors(pair):
         speculative_generate(target, draft, [[1, 2], [3, 4]], 4)
     with pytest.raises(ValueError, match="temperature"):
         speculative_generate(target, draft, [1, 2], 4, temperature=-1.0)
+
+
+def test_a_module_that_is_not_a_pytree_decodes_the_same(pair):
+    # generate and speculative_generate flatten a decoder with jax.tree_util (nnx modules are pytrees by
+    # default) and fall back to nnx.split for one that is not: the same tokens either way
+    target, draft = pair
+
+    class Wrapped(nnx.Module, pytree=False):
+        def __init__(self, gpt: GPT) -> None:
+            self.gpt, self.context, self.config = gpt, gpt.context, gpt.config
+
+        def init_cache(self, batch, max_len=None):
+            return self.gpt.init_cache(batch, max_len)
+
+        def __call__(self, tokens, *, cache=None):
+            return self.gpt(tokens, cache=cache)
+
+    wrapped = Wrapped(draft)
+    assert jax.tree_util.tree_leaves(wrapped) == [wrapped]
+    spec = speculative_generate(target, wrapped, [1, 2, 3], 13, k=3, temperature=0)
+    reference = speculative_generate(target, draft, [1, 2, 3], 13, k=3, temperature=0)
+    np.testing.assert_array_equal(spec.row(), reference.row())
+    assert (spec.accepted, spec.target_calls) == (reference.accepted, reference.target_calls)

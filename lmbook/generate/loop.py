@@ -217,21 +217,22 @@ def generate(
     buf = np.full((batch, size), pad_token, np.int32)
     buf[:, :longest] = np.where(np.arange(longest)[None] < lengths[:, None], tokens, pad_token)
     prefix_length = int(getattr(model, "prefix_length", 0))
-    graphdef, state = nnx.split(model)
-    vocab_stops = jnp.asarray(np.asarray(list(stop_tokens), np.int32).reshape(-1))
+    graphdef, state = _split_decoder(model)
+    vocab_stops = np.asarray(list(stop_tokens), np.int32).reshape(-1)
+    # NumPy arguments: ``jit`` transfers them in its C++ path (a ``jnp`` scalar is a dispatched op each)
     out, out_lengths = _decode(
         graphdef,
         state,
-        jnp.asarray(buf),
-        jnp.asarray(lengths),
-        jnp.int32(max_new_tokens),
+        buf,
+        lengths,
+        np.int32(max_new_tokens),
         key,
-        jnp.float32(temperature),
-        jnp.int32(top_k or 0),
-        jnp.float32(top_p if top_p is not None else 1.0),
-        jnp.float32(repetition_penalty),
+        np.float32(temperature),
+        np.int32(top_k or 0),
+        np.float32(top_p if top_p is not None else 1.0),
+        np.float32(repetition_penalty),
         vocab_stops,
-        jnp.int32(pad_token),
+        np.int32(pad_token),
         prefill=prefill,
         context=context,
         shift=shift,
@@ -261,7 +262,7 @@ def _decode(
     batch, size = buf.shape
 
     def model():
-        m = nnx.merge(graphdef, state)
+        m = _merge_decoder(graphdef, state)
         m.eval()
         return m
 
@@ -362,6 +363,27 @@ def _decode(
     carry = (jnp.int32(prefill), buf, cache0, logits0, rng_state, done0, seen0, lengths0, pstate0)
     _, b, _, _, _, _, _, lengths, _ = jax.lax.while_loop(cond, body, carry)
     return b, lengths
+
+
+def _split_decoder(model: nnx.Module) -> tuple[Any, Any]:
+    """A decoder as (static structure, arrays) for a compiled loop; :func:`_merge_decoder` rebuilds it.
+
+    An NNX module is a JAX pytree by default: ``jax.tree_util`` flattens it several times faster than
+    ``nnx.split`` walks its graph, and the structure hashes in microseconds where a ``GraphDef`` takes a
+    fraction of a millisecond (``jit`` looks its program up by it on every call). For a short generation
+    these fixed costs are a large part of the call. A module that is not a pytree goes through ``nnx.split``.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    if len(leaves) == 1 and leaves[0] is model:
+        return nnx.split(model)
+    return treedef, leaves
+
+
+def _merge_decoder(static: Any, state: Any) -> nnx.Module:
+    """The module that :func:`_split_decoder` (or ``nnx.split``) took apart."""
+    if isinstance(static, jax.tree_util.PyTreeDef):
+        return jax.tree_util.tree_unflatten(static, state)
+    return nnx.merge(static, state)
 
 
 def _rows(mask: jax.Array, like: jax.Array) -> jax.Array:

@@ -19,8 +19,9 @@ distributions are one-hot at their argmax: a proposal is accepted when the two
 models' greedy choices agree, and the output equals the target's greedy output.
 
 Decoders follow the protocol of :mod:`lmbook.generate.loop` (``context``,
-``init_cache``, ``model(tokens, cache=cache) -> (logits, cache)``). After a
-rejection both caches are *rewound* (:func:`rewind_cache`): their ``index``
+``init_cache``, ``model(tokens, cache=cache) -> (logits, cache)``). After each
+verification the draft is also fed its ``k``-th proposal (needed when all ``k`` are
+accepted), and both caches are *rewound* (:func:`rewind_cache`): their ``index``
 (filled length) is set back to the last accepted position. The stale keys and
 values beyond it stay in memory but are never attended to, because attention
 masks every cache slot at or beyond ``index`` (``lmbook.nn.attention``), and
@@ -42,7 +43,8 @@ import numpy as np
 from flax import nnx
 
 from .filters import top_k_filter
-from .loop import _context, _gumbel, _prepare_prompts, _vocab_size, check_prompt_ids, check_sampling
+from .loop import (_context, _gumbel, _merge_decoder, _prepare_prompts, _split_decoder, _vocab_size, check_prompt_ids,
+                   check_sampling)
 
 __all__ = [
     "SpeculativeResult",
@@ -192,12 +194,12 @@ def speculative_generate(
     stop = min(n0 + max_new_tokens, limit)
     buf = np.zeros((limit + k + 1,), np.int32)
     buf[:n0] = tokens[0]
-    t_graph, t_state = nnx.split(target)
-    d_graph, d_state = nnx.split(draft)
+    t_graph, t_state = _split_decoder(target)
+    d_graph, d_state = _split_decoder(draft)
     out, n, counts = _speculate(
-        t_graph, t_state, d_graph, d_state, jnp.asarray(buf), jnp.int32(n0), jnp.int32(stop),
-        jax.random.key(seed), jnp.float32(temperature),
-        jnp.int32(top_k or 0), k=int(k), limit=limit, prefill=_prefill_length(n0, limit), use_top_k=top_k is not None,
+        t_graph, t_state, d_graph, d_state, buf, np.int32(n0), np.int32(stop), jax.random.key(seed),
+        np.float32(temperature), np.int32(top_k or 0), k=int(k), limit=limit, prefill=_prefill_length(n0, limit),
+        use_top_k=top_k is not None,
     )
     out, n, counts = jax.device_get((out, n, counts))
     n = int(n)
@@ -225,7 +227,7 @@ def _speculate(t_graph, t_state, d_graph, d_state, buf, n0, stop, key, temperatu
     """
 
     def model(graph, state):
-        m = nnx.merge(graph, state)
+        m = _merge_decoder(graph, state)
         m.eval()
         return m
 
@@ -278,13 +280,9 @@ def _speculate(t_graph, t_state, d_graph, d_state, buf, n0, stop, key, temperatu
         b = jax.lax.dynamic_update_slice_in_dim(b, emitted, n, axis=0)
         new_n = n + accepted + 1
         t_cache = rewind_cache(t_cache, new_n - 1)
-        # the draft has seen the proposals up to the (k-1)-th; after k acceptances it also needs the k-th
-        d_cache = jax.lax.cond(
-            accepted == k,
-            lambda c: feed(d_graph, d_state, drafts[k - 1 :], c)[1],
-            lambda c: rewind_cache(c, new_n - 1),
-            d_cache,
-        )
+        # The draft has seen the proposals up to the (k-1)-th; after k acceptances it also needs the k-th.
+        # It is fed every round and rewound like the target: cheaper than a branch (lax.cond) per round.
+        d_cache = rewind_cache(feed(d_graph, d_state, drafts[k - 1 :], d_cache)[1], new_n - 1)
         counts = counts + jnp.stack([accepted, jnp.int32(k), jnp.int32(1)])
         return new_n, b, t_cache, d_cache, rng, counts
 
